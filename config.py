@@ -1,0 +1,365 @@
+"""One typed config for training, evaluation and benchmarks.
+
+Values come from, in rising priority: the dataclass defaults below, the YAML file
+given by ``--config``, the command line (``--key value`` or ``--key=value``), and
+wandb's run config (sweeps). Every error a user can cause here is raised as a
+``ConfigError`` whose message names the key, the value and what is valid; the
+scripts print it on one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import pathlib
+import secrets
+import sys
+import types
+import typing
+from typing import Any, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user error in the configuration: one line, names key, value and what is valid."""
+
+
+@dataclasses.dataclass
+class Config:
+    # --- files -----------------------------------------------------------------
+    config: Optional[str] = None  # YAML file with the dataset's overrides
+    datadir: str = "data"  # root of the prepared (and generated) datasets
+    logdir: str = "logs"  # root of the experiment folders (eval.py: the checkpoint folder)
+    # --- model -----------------------------------------------------------------
+    levels: int = 3  # levels of the hierarchy
+    tmp_abs_factor: int = 6  # clock factor k: level l ticks once every k**l frames
+    dec_stddev: float = 1.0  # std of the Gaussian decoder
+    enc_dense_layers: int = 3  # dense layers per level above 0 in the encoder
+    enc_dense_embed_size: int = 1000  # hidden width of those dense layers
+    cell_stoch_size: int = 20  # stochastic state size
+    cell_deter_size: int = 200  # GRU (deterministic) state size
+    cell_embed_size: int = 200  # hidden width in the prior/posterior nets
+    cell_min_stddev: float = 1e-4  # added to every stddev
+    cell_mean_only: bool = False  # sample := mean (deterministic model)
+    cell_reset_state: bool = False  # reset the stochastic sample at each parent tick (VTA-like)
+    use_obs: Optional[str] = None  # per level, whether the posterior sees observations ("TTF"); null: all
+    channels_mult: int = 1  # width multiplier of the encoder/decoder convs
+    filters: int = 32  # base conv width
+    precision: str = "float32"  # matmul/conv dtype: float32 or bfloat16 (GPU/TPU); params stay float32
+    # --- data ------------------------------------------------------------------
+    dataset: str = "mmnist"  # mmnist, mazes or minerl
+    data_source: str = "generated"  # generated (offline stand-in) or paper (the paper's archives)
+    num_gen_train: int = 1000  # generated source: training videos
+    num_gen_test: int = 100  # generated source: test videos
+    seq_len: int = 100  # training sequence length (frames)
+    eval_seq_len: int = 1000  # evaluation sequence length (frames)
+    channels: int = 1  # frame channels: 1 for mmnist, 3 otherwise
+    # --- optimisation ----------------------------------------------------------
+    lr: float = 3e-4  # Adam learning rate (Adam eps 1e-4)
+    batch_size: int = 50  # global batch, split over all devices
+    num_epochs: int = 300  # passes over the training split
+    max_steps: Optional[int] = None  # stop after this many steps (demos, benchmarks); null: no bound
+    clip_grad_norm_by: float = 10000.0  # global-norm gradient clipping
+    beta: Union[float, list, None] = None  # KL weight: one number or one per level; null: 1
+    free_nats: Optional[float] = None  # KL per level is max(0, KL - free_nats)
+    kl_grad_post_perc: Optional[float] = None  # KL balancing: share of the KL gradient to the posterior
+    seed: Optional[int] = None  # one seed fixes the whole run; null: drawn once and saved
+    # --- summaries and checkpoints ---------------------------------------------
+    open_loop_ctx: int = 36  # context frames before open-loop prediction
+    num_val_batches: int = 1  # validation batches per summary
+    val_seq_len: Optional[int] = None  # clip length of training-time validation; null: eval_seq_len
+    save_gifs: bool = True  # log open-loop prediction videos
+    save_scalars_every: int = 1000  # steps between scalar summaries
+    save_gifs_every: int = 1000  # steps between video summaries
+    save_model_every: int = 1000  # steps between (latest) checkpoints
+    save_named_model_every: int = 5000  # steps between permanent checkpoints
+    wandb_project: str = "cwvae"  # wandb project
+    wandb_mode: Optional[str] = None  # online, offline or disabled; null: $WANDB_MODE, else offline without an API key
+    progress: bool = True  # show a tqdm progress bar
+    # --- evaluation ------------------------------------------------------------
+    num_examples: int = 100  # eval: test videos
+    num_samples: int = 1  # eval: samples per video
+    eval_batch_size: int = 10  # eval: videos per compiled rollout batch
+    no_save_grid: bool = False  # eval: skip PNG grids
+    ssim_data_range: float = 2.0  # SSIM data range; 2.0 reproduces the official protocol, 1.0 is usual
+    fvd: bool = False  # eval: also compute FVD with I3D (slow on CPU)
+
+    # --- derived ---------------------------------------------------------------
+    def use_obs_per_level(self) -> list[bool]:
+        """Per level, whether its posterior sees observations (level 0 first)."""
+        if self.use_obs is None:
+            return [True] * self.levels
+        return [c == "T" for c in self.use_obs]
+
+    def beta_per_level(self) -> list[float]:
+        """KL weight per level (level 0 first)."""
+        if self.beta is None:
+            return [1.0] * self.levels
+        if isinstance(self.beta, list):
+            return [float(b) for b in self.beta]
+        return [float(self.beta)] * self.levels
+
+    def run_name(self) -> str:
+        """Folder name of the experiment built from the main keys (not the seed, so a rerun resumes)."""
+        parts = [
+            f"L{self.levels}",
+            f"k{self.tmp_abs_factor}",
+            f"T{self.seq_len}",
+            f"B{self.batch_size}",
+            f"lr{self.lr:g}",
+            f"z{self.cell_stoch_size}",
+            f"h{self.cell_deter_size}",
+            self.data_source,
+        ]
+        return "_".join(parts)
+
+    def exp_dir(self) -> pathlib.Path:
+        """logdir/dataset/run_name: where checkpoints, config.yml and summaries live."""
+        return pathlib.Path(self.logdir) / self.dataset / self.run_name()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: os.PathLike) -> None:
+        """Write the resolved config as YAML (the file eval.py and resumes read back)."""
+        pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        tmp = pathlib.Path(str(path) + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+DATASETS = ("mmnist", "mazes", "minerl")
+DATA_SOURCES = ("generated", "paper")
+PRECISIONS = ("float32", "bfloat16")
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def _comments() -> dict[str, str]:
+    """The one-line doc of each key: its comment in the dataclass source."""
+    import inspect
+
+    docs = {}
+    for line in inspect.getsource(Config).splitlines():
+        name, _, rest = line.strip().partition(":")
+        if name in FIELDS and "#" in rest:
+            docs[name] = rest.split("#", 1)[1].strip()
+    return docs
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, FIELDS, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _type_name(tp: Any) -> str:
+    names = {int: "int", float: "float", bool: "bool", str: "str", list: "list", type(None): "null"}
+    args = typing.get_args(tp) or (tp,)
+    return " or ".join(names.get(a, str(a)) for a in args)
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    """Check `value` against the type of `key`, converting int to float where the key is a float."""
+    tp = typing.get_type_hints(Config)[key]
+    allowed = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+    if value is None and type(None) in allowed:
+        return None
+    if isinstance(value, bool):
+        if bool in allowed:
+            return value
+    elif isinstance(value, int) and int in allowed:
+        return value
+    elif isinstance(value, (int, float)) and float in allowed:
+        return float(value)
+    elif isinstance(value, str) and str in allowed:
+        return value
+    elif isinstance(value, (list, tuple)) and list in allowed:
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return [float(v) for v in value]
+    raise ConfigError(f"{source}: key '{key}' got {value!r} ({type(value).__name__}); expected {_type_name(tp)}")
+
+
+def _parse_cli(argv: list[str]) -> dict[str, str]:
+    """`--key value` and `--key=value` pairs; a bare flag before another flag (or at the end) means true."""
+    out, i = {}, 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"command line: unexpected argument {arg!r}; expected --key value or --key=value")
+        key, eq, value = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if not eq:
+            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                value, i = argv[i + 1], i + 1
+            else:
+                value = "true"
+        if key not in FIELDS:
+            raise ConfigError(f"command line: unknown key '--{key}'{_suggest(key)}; see --help for valid keys")
+        out[key] = value
+        i += 1
+    return out
+
+
+def _yaml_value(text: str) -> Any:
+    """A CLI string as YAML would read it, plus numbers YAML 1.1 leaves as strings (1e-3)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    """The overrides in a YAML config file; errors name the file."""
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file '{path}' does not exist; pass --config configs/<dataset>.yml")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of key: value, got {type(data).__name__}")
+    for key in data:
+        if key not in FIELDS:
+            raise ConfigError(f"config file '{path}': unknown key '{key}'{_suggest(key)}")
+    return data
+
+
+def apply(config: Config, overrides: dict[str, Any], source: str) -> Config:
+    """A copy of `config` with typed overrides (strings from the CLI are parsed as YAML scalars)."""
+    values = {}
+    for key, value in overrides.items():
+        if key not in FIELDS:
+            raise ConfigError(f"{source}: unknown key '{key}'{_suggest(key)}")
+        if isinstance(value, str) and typing.get_type_hints(Config)[key] is not str:
+            value = _yaml_value(value)
+        values[key] = _coerce(key, value, source)
+    return dataclasses.replace(config, **values)
+
+
+def validate(config: Config, num_devices: int | None = None) -> Config:
+    """Cross-key checks; returns the config unchanged or raises ConfigError."""
+    c = config
+
+    def check(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    check(c.dataset in DATASETS, f"key 'dataset' got {c.dataset!r}; valid: {', '.join(DATASETS)}")
+    check(c.data_source in DATA_SOURCES, f"key 'data_source' got {c.data_source!r}; valid: {', '.join(DATA_SOURCES)}")
+    check(c.precision in PRECISIONS, f"key 'precision' got {c.precision!r}; valid: {', '.join(PRECISIONS)}")
+    check(
+        c.wandb_mode is None or c.wandb_mode in WANDB_MODES,
+        f"key 'wandb_mode' got {c.wandb_mode!r}; valid: {', '.join(WANDB_MODES)} or null",
+    )
+    for key in ("levels", "tmp_abs_factor", "enc_dense_layers", "enc_dense_embed_size", "cell_stoch_size",
+                "cell_deter_size", "cell_embed_size", "channels_mult", "filters", "batch_size", "num_epochs",
+                "save_scalars_every", "save_gifs_every", "save_model_every", "save_named_model_every",
+                "num_examples", "num_samples", "eval_batch_size", "num_val_batches", "eval_seq_len"):
+        check(getattr(c, key) >= 1, f"key '{key}' got {getattr(c, key)}; must be >= 1")
+    check(c.seq_len >= 1, f"key 'seq_len' got {c.seq_len}; must be >= 1")
+    check(c.channels in (1, 3), f"key 'channels' got {c.channels}; valid: 1 or 3")
+    check(c.max_steps is None or c.max_steps >= 0, f"key 'max_steps' got {c.max_steps}; must be >= 0 or null")
+    check(c.lr > 0, f"key 'lr' got {c.lr}; must be > 0")
+    check(c.dec_stddev > 0, f"key 'dec_stddev' got {c.dec_stddev}; must be > 0")
+    check(c.ssim_data_range > 0, f"key 'ssim_data_range' got {c.ssim_data_range}; must be > 0")
+    if c.use_obs is not None:
+        check(
+            len(c.use_obs) == c.levels and set(c.use_obs) <= {"T", "F"},
+            f"key 'use_obs' got {c.use_obs!r}; expected {c.levels} letters T or F, one per level (levels={c.levels})",
+        )
+    if isinstance(c.beta, list):
+        check(len(c.beta) == c.levels, f"key 'beta' got {c.beta}; expected one number or {c.levels} (one per level)")
+    if c.kl_grad_post_perc is not None:
+        p = c.kl_grad_post_perc
+        check(0.0 <= p <= 1.0, f"key 'kl_grad_post_perc' got {p}; must be in [0, 1] or null")
+    if c.free_nats is not None:
+        check(c.free_nats >= 0, f"key 'free_nats' got {c.free_nats}; must be >= 0 or null")
+    top = c.tmp_abs_factor ** (c.levels - 1)
+    check(
+        c.open_loop_ctx % top == 0 and c.open_loop_ctx >= top,
+        f"key 'open_loop_ctx' got {c.open_loop_ctx}; must be a positive multiple of "
+        f"tmp_abs_factor**(levels-1) = {c.tmp_abs_factor}**{c.levels - 1} = {top}",
+    )
+    check(
+        c.eval_seq_len > c.open_loop_ctx,
+        f"key 'eval_seq_len' got {c.eval_seq_len}; must be greater than open_loop_ctx = {c.open_loop_ctx}",
+    )
+    if c.val_seq_len is not None:
+        check(
+            c.val_seq_len > c.open_loop_ctx,
+            f"key 'val_seq_len' got {c.val_seq_len}; must be greater than open_loop_ctx = {c.open_loop_ctx}",
+        )
+    if num_devices is not None:
+        check(
+            c.batch_size % num_devices == 0,
+            f"key 'batch_size' got {c.batch_size}; must be divisible by the number of devices ({num_devices})",
+        )
+    return c
+
+
+def help_text() -> str:
+    docs = _comments()
+    lines = ["Every key can be set as --key value or --key=value (priority: defaults < --config YAML < CLI < wandb).", ""]
+    for name, f in FIELDS.items():
+        lines.append(f"  --{name:<24} {docs.get(name, '')} [default: {f.default!r}]")
+    return "\n".join(lines)
+
+
+def parse(argv: list[str] | None = None, num_devices: int | None = None) -> Config:
+    """Defaults < YAML (--config) < command line; validated. `--help` prints every key and exits."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:
+        print(help_text())
+        raise SystemExit(0)
+    cli = _parse_cli(argv)
+    config = Config()
+    if "config" in cli:
+        config = apply(config, load_yaml(cli["config"]), f"config file '{cli['config']}'")
+    config = apply(config, cli, "command line")
+    return validate(config, num_devices)
+
+
+def with_wandb(config: Config, run_config: dict[str, Any], num_devices: int | None = None) -> Config:
+    """Apply the keys a wandb sweep set in the run config (highest priority)."""
+    overrides = {k: v for k, v in dict(run_config).items() if k in FIELDS and v != getattr(config, k)}
+    unknown = [k for k in dict(run_config) if k not in FIELDS and not k.startswith("_")]
+    if unknown:
+        raise ConfigError(f"wandb config: unknown key '{unknown[0]}'{_suggest(unknown[0])}")
+    return validate(apply(config, overrides, "wandb config"), num_devices)
+
+
+def resolve_seed(config: Config) -> Config:
+    """Draw a seed once when none was given, so it can be saved with the run."""
+    if config.seed is not None:
+        return config
+    return dataclasses.replace(config, seed=secrets.randbelow(2**31))
+
+
+def resolve_wandb_mode(config: Config) -> Config:
+    """The wandb mode: the key, else $WANDB_MODE, else online with an API key and offline without."""
+    if config.wandb_mode is not None:
+        return config
+    mode = os.environ.get("WANDB_MODE")
+    if mode not in WANDB_MODES:
+        has_key = bool(os.environ.get("WANDB_API_KEY")) or (pathlib.Path.home() / ".netrc").exists()
+        mode = "online" if has_key else "offline"
+    return dataclasses.replace(config, wandb_mode=mode)
+
+
+def main_guard(fn):
+    """Run `fn()`; a ConfigError (or other user error) becomes one line on stderr and exit code 2."""
+    try:
+        return fn()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
