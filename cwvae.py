@@ -1,0 +1,289 @@
+"""The Clockwork VAE: RSSM cells, the clockwork hierarchy, the negative ELBO, open-loop rollout.
+
+Level l of the hierarchy ticks once every k**l frames (k = tmp_abs_factor). Levels unroll
+from the top down; each level's posterior output, repeated k times along time, is the
+context of the level below. Shapes are (B, T, H, W, C) for videos and (B, T_l, D) for the
+state sequence of level l, T_l = ceil(T / k**l).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cnns import GLOROT, Decoder, Encoder, conv_feature_size
+from config import Config
+
+STDDEV_SHIFT = 0.54  # added to the hidden layer before the stddev head, as in the official code
+
+
+class CellState(NamedTuple):
+    """One step (or, stacked, a sequence) of an RSSM cell's state."""
+
+    mean: jax.Array  # (B, S) stochastic state distribution
+    stddev: jax.Array  # (B, S)
+    sample: jax.Array  # (B, S) stochastic state
+    det_state: jax.Array  # (B, D) GRU state
+    det_out: jax.Array  # (B, D) GRU output (equal to det_state for a GRU)
+
+    @property
+    def output(self) -> jax.Array:
+        """What the level passes on: concat(sample, det_out)."""
+        return jnp.concatenate([self.sample, self.det_out], -1)
+
+
+def zero_state(batch: int, stoch: int, deter: int) -> CellState:
+    s, d = jnp.zeros((batch, stoch)), jnp.zeros((batch, deter))
+    return CellState(s, s, s, d, d)
+
+
+def gaussian_kl(q_mean, q_std, p_mean, p_std) -> jax.Array:
+    """KL(q || p) of diagonal Gaussians, summed over the last axis."""
+    var_ratio = (q_std / p_std) ** 2
+    t = ((q_mean - p_mean) / p_std) ** 2
+    return 0.5 * jnp.sum(var_ratio + t - 1.0 - jnp.log(var_ratio), -1)
+
+
+def gaussian_entropy(std) -> jax.Array:
+    """Entropy of a diagonal Gaussian, summed over the last axis."""
+    return jnp.sum(0.5 * jnp.log(2 * jnp.pi * jnp.e) + jnp.log(std), -1)
+
+
+class GRU(nnx.Module):
+    """GRU cell as in Flax linen: biases on the input transforms and on the recurrent
+    candidate transform (4H), the same function class as Keras' GRUCell(reset_after=True)
+    without its two redundant bias vectors."""
+
+    def __init__(self, in_features: int, hidden: int, *, rngs: nnx.Rngs):
+        self.dense_i = nnx.Linear(in_features, 3 * hidden, kernel_init=GLOROT, rngs=rngs)
+        self.dense_h = nnx.Linear(
+            hidden, 3 * hidden, use_bias=False, kernel_init=nnx.initializers.orthogonal(), rngs=rngs
+        )
+        self.bias_hn = nnx.Param(jnp.zeros((hidden,)))
+
+    def __call__(self, h: jax.Array, x: jax.Array) -> jax.Array:
+        xr, xz, xn = jnp.split(self.dense_i(x), 3, -1)
+        hr, hz, hn = jnp.split(self.dense_h(h), 3, -1)
+        r = jax.nn.sigmoid(xr + hr)
+        z = jax.nn.sigmoid(xz + hz)
+        n = jnp.tanh(xn + r * (hn + self.bias_hn[...]))
+        return (1.0 - z) * n + z * h
+
+
+def split_linear(layer: nnx.Linear, first: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Kernel rows for the first `first` inputs, for the rest, and the bias: lets the part of
+    a concat-input dense layer that does not depend on the recurrent state be computed for
+    all time steps at once, outside the scan (same mathematics, bigger matmuls)."""
+    kernel = layer.kernel[...]
+    return kernel[:first], kernel[first:], layer.bias[...]
+
+
+class RSSMCell(nnx.Module):
+    """Recurrent state-space cell of one level: a prior from the previous state and the
+    context, and a posterior from the prior's deterministic state and the observation."""
+
+    def __init__(self, config: Config, context_size: int, obs_size: int, *, rngs: nnx.Rngs):
+        s, d, e = config.cell_stoch_size, config.cell_deter_size, config.cell_embed_size
+        self.stoch, self.deter = s, d
+        self.min_stddev = config.cell_min_stddev
+        self.mean_only = config.cell_mean_only
+
+        def dense(a, b):
+            return nnx.Linear(a, b, kernel_init=GLOROT, rngs=rngs)
+
+        self.prior_h1 = dense(s + context_size, e)
+        self.gru = GRU(e, d, rngs=rngs)
+        self.prior_h2 = dense(d, e)
+        self.prior_mean = dense(e, s)
+        self.prior_stddev = dense(e, s)
+        self.post_h1 = dense(d + obs_size, e)
+        self.post_h2 = dense(e, e)
+        self.post_mean = dense(e, s)
+        self.post_stddev = dense(e, s)
+
+    def _dist(self, h, mean_layer, stddev_layer, noise):
+        mean = mean_layer(h)
+        stddev = jax.nn.softplus(stddev_layer(h + STDDEV_SHIFT)) + self.min_stddev
+        sample = mean if self.mean_only else mean + stddev * noise
+        return mean, stddev, sample
+
+    def prior(self, prev: CellState, context_proj: jax.Array, noise: jax.Array) -> CellState:
+        """One prior step; `context_proj` is the context's share of prior_h1 (with its bias)."""
+        w_sample, _, _ = split_linear(self.prior_h1, self.stoch)
+        h = jax.nn.relu(prev.sample @ w_sample + context_proj)
+        det = self.gru(prev.det_state, h)
+        h = jax.nn.relu(self.prior_h2(det))
+        mean, stddev, sample = self._dist(h, self.prior_mean, self.prior_stddev, noise)
+        return CellState(mean, stddev, sample, det, det)
+
+    def posterior(self, prior: CellState, obs_proj: jax.Array, noise: jax.Array) -> CellState:
+        """One posterior step; `obs_proj` is the observation's share of post_h1 (with its bias)."""
+        w_det, _, _ = split_linear(self.post_h1, self.deter)
+        h = jax.nn.relu(prior.det_out @ w_det + obs_proj)
+        h = jax.nn.relu(self.post_h2(h))
+        mean, stddev, sample = self._dist(h, self.post_mean, self.post_stddev, noise)
+        return CellState(mean, stddev, sample, prior.det_state, prior.det_out)
+
+    def project_context(self, context: jax.Array) -> jax.Array:
+        _, w_ctx, bias = split_linear(self.prior_h1, self.stoch)
+        return context @ w_ctx + bias
+
+    def project_obs(self, obs: jax.Array) -> jax.Array:
+        _, w_obs, bias = split_linear(self.post_h1, self.deter)
+        return obs @ w_obs + bias
+
+    def unroll(
+        self,
+        obs: jax.Array | None,
+        context: jax.Array,
+        keep: jax.Array,
+        initial: CellState,
+        key: jax.Array,
+    ) -> tuple[CellState, CellState]:
+        """Scan the cell over time. obs (B, T, F) or None (prior only), context (B, T, Dc),
+        keep (T,) multiplies the previous sample (0 resets it). Returns the priors and the
+        posteriors, each a CellState of (B, T, .) arrays; the posterior is the next state."""
+        b, t = context.shape[:2]
+        noise = jax.random.normal(key, (2, t, b, self.stoch))
+        ctx = jnp.swapaxes(self.project_context(context), 0, 1)
+        xs = (ctx, keep, noise[0], noise[1])
+        if obs is not None:
+            assert obs.shape[:2] == (b, t), f"obs {obs.shape} and context {context.shape} disagree on (B, T)"
+            xs += (jnp.swapaxes(self.project_obs(obs), 0, 1),)
+
+        def step(state, x):
+            ctx_t, keep_t, noise_prior, noise_post = x[:4]
+            state = state._replace(sample=state.sample * keep_t)
+            prior = self.prior(state, ctx_t, noise_prior)
+            post = self.posterior(prior, x[4], noise_post) if obs is not None else prior
+            return post, (prior, post)
+
+        _, (priors, posts) = jax.lax.scan(step, initial, xs)
+        to_bt = lambda s: CellState(*(jnp.swapaxes(v, 0, 1) for v in s))  # noqa: E731
+        return to_bt(priors), to_bt(posts)
+
+
+def last_step(states: CellState) -> CellState:
+    return CellState(*(v[:, -1] for v in states))
+
+
+class CWVAE(nnx.Module):
+    """Encoder, one RSSM cell per level, decoder; the loss and open-loop prediction."""
+
+    def __init__(self, config: Config, *, rngs: nnx.Rngs):
+        self.config = config
+        self.levels = config.levels
+        self.factor = config.tmp_abs_factor
+        self.use_obs = config.use_obs_per_level()
+        state_size = config.cell_stoch_size + config.cell_deter_size
+        self.encoder = Encoder(config, rngs=rngs)
+        feat = conv_feature_size(config)
+        self.cells = nnx.List([RSSMCell(config, state_size, feat, rngs=rngs) for _ in range(config.levels)])
+        self.decoder = Decoder(config, state_size, rngs=rngs)
+
+    def _keep_mask(self, level: int, length: int, offset: int) -> jax.Array:
+        """1 where the previous sample is kept; 0 at the first step of each parent tick when
+        cell_reset_state is on (the top level has no parent and never resets)."""
+        if not self.config.cell_reset_state or level == self.levels - 1:
+            return jnp.ones((length, 1, 1))
+        t = jnp.arange(offset, offset + length)
+        return (t % self.factor != 0).astype(jnp.float32)[:, None, None]
+
+    def hierarchy(
+        self,
+        inputs: list[jax.Array],
+        key: jax.Array,
+        use_obs: list[bool] | None = None,
+        initial: list[CellState] | None = None,
+        offset: int = 0,
+    ) -> tuple[list[CellState], list[CellState]]:
+        """Unroll all levels from the top down. inputs[l] is (B, T_l, F) (zeros are fine
+        where the level does not observe). Returns priors and posteriors per level (level 0 first)."""
+        use_obs = self.use_obs if use_obs is None else use_obs
+        b = inputs[0].shape[0]
+        cfg = self.config
+        context = jnp.zeros((b, inputs[-1].shape[1], cfg.cell_stoch_size + cfg.cell_deter_size))
+        priors, posts = [None] * self.levels, [None] * self.levels
+        for level in reversed(range(self.levels)):
+            length = inputs[level].shape[1]
+            context = context[:, :length]
+            assert context.shape[1] == length, f"level {level}: context {context.shape} shorter than {length} steps"
+            init = initial[level] if initial else zero_state(b, cfg.cell_stoch_size, cfg.cell_deter_size)
+            prior, post = self.cells[level].unroll(
+                inputs[level] if use_obs[level] else None,
+                context,
+                self._keep_mask(level, length, offset // self.factor**level),
+                init,
+                jax.random.fold_in(key, level),
+            )
+            priors[level], posts[level] = prior, post
+            context = jnp.repeat(post.output, self.factor, axis=1)
+        return priors, posts
+
+    def __call__(self, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, list[CellState], list[CellState]]:
+        """Frames (B, T, H, W, C) in [0, 1] -> decoded means (B, T, H, W, C), priors, posteriors."""
+        inputs = self.encoder(obs)
+        priors, posts = self.hierarchy(inputs, key)
+        return self.decoder(posts[0].output), priors, posts
+
+    def loss(self, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Negative ELBO per frame and its named terms (see `elbo_terms`)."""
+        decoded, priors, posts = self(obs, key)
+        return elbo_terms(self.config, obs, decoded, priors, posts)
+
+    def open_loop(self, obs: jax.Array, key: jax.Array, context_frames: int) -> jax.Array:
+        """Observe the first `context_frames` frames of obs (B, T, H, W, C), then predict the
+        rest from the priors alone. Returns predicted frame means (B, T - context_frames, H, W, C)."""
+        t = obs.shape[1]
+        assert 0 < context_frames < t, f"context_frames {context_frames} must be in (0, {t})"
+        assert context_frames % self.factor ** (self.levels - 1) == 0, (
+            f"context_frames {context_frames} must divide by {self.factor}**{self.levels - 1}"
+        )
+        inputs = self.encoder(obs[:, :context_frames])
+        key_ctx, key_pred = jax.random.split(key)
+        _, posts = self.hierarchy(inputs, key_ctx)
+        last = [last_step(p) for p in posts]
+        lengths = [-(-t // self.factor**lvl) - inp.shape[1] for lvl, inp in enumerate(inputs)]
+        blank = [jnp.zeros((obs.shape[0], n, inp.shape[-1])) for n, inp in zip(lengths, inputs)]
+        priors, _ = self.hierarchy(blank, key_pred, [False] * self.levels, last, offset=context_frames)
+        return self.decoder(priors[0].output)
+
+
+def elbo_terms(
+    config: Config, obs: jax.Array, decoded: jax.Array, priors: list[CellState], posts: list[CellState]
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """loss = (NLL + sum_l KL_l) / T with beta, free_nats and KL balancing as configured.
+    Returns (loss, metrics) with loss, nll_term, kl_term and per level kl, entropies."""
+    assert obs.shape == decoded.shape, f"obs {obs.shape} vs decoded {decoded.shape}"
+    b, t = obs.shape[:2]
+    std = config.dec_stddev
+    sq = jnp.square((obs - decoded) / std).reshape(b, t, -1)
+    nll_bt = 0.5 * jnp.sum(sq + jnp.log(2 * jnp.pi * std**2), -1)
+    nll = jnp.mean(jnp.sum(nll_bt, 1))
+    metrics, kl_total = {}, 0.0
+    sg = jax.lax.stop_gradient
+    for level, (prior, post, beta) in enumerate(zip(priors, posts, config.beta_per_level())):
+        kl_bt = gaussian_kl(post.mean, post.stddev, prior.mean, prior.stddev)
+        p = config.kl_grad_post_perc
+        if p is None:
+            kl = jnp.mean(jnp.sum(kl_bt, 1))
+        else:
+            to_prior = gaussian_kl(sg(post.mean), sg(post.stddev), prior.mean, prior.stddev)
+            to_post = gaussian_kl(post.mean, post.stddev, sg(prior.mean), sg(prior.stddev))
+            kl = (1 - p) * jnp.mean(jnp.sum(to_prior, 1)) + p * jnp.maximum(1.0, jnp.mean(jnp.sum(to_post, 1)))
+        if config.free_nats is not None:
+            kl = jnp.maximum(0.0, kl - config.free_nats)
+        kl_total = kl_total + beta * kl
+        metrics[f"kl/level{level}"] = jnp.mean(kl_bt)
+        metrics[f"entropy_prior/level{level}"] = jnp.mean(gaussian_entropy(prior.stddev))
+        metrics[f"entropy_posterior/level{level}"] = jnp.mean(gaussian_entropy(post.stddev))
+    loss = (nll + kl_total) / t
+    metrics.update(loss=loss, nll_term=nll / t, kl_term=kl_total / t)
+    return loss, metrics
+
+
+def count_params(model: nnx.Module) -> int:
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
