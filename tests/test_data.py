@@ -1,0 +1,290 @@
+"""Tests of data.py: generators, the TF-free tfds builders on small local archives, the loaders."""
+
+import dataclasses
+import json
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import data  # noqa: E402
+
+
+@dataclasses.dataclass
+class Cfg:
+    """The config keys data.py reads (the real Config has the same names)."""
+
+    dataset: str = "mmnist"
+    data_source: str = "generated"
+    datadir: str = "data"
+    seq_len: int = 10
+    eval_seq_len: int = 20
+    batch_size: int = 4
+    num_epochs: int = 2
+    seed: int = 0
+    channels: int = 1
+    num_gen_train: int = 6
+    num_gen_test: int = 3
+
+
+def smooth_video(num_frames: int, channels: int, phase: float = 0.0) -> np.ndarray:
+    """A slowly moving smooth pattern (mp4 keeps it well): (T, 64, 64, C) uint8."""
+    yy, xx = np.mgrid[:64, :64] / 64.0
+    frames = []
+    for t in range(num_frames):
+        base = 0.5 + 0.4 * np.sin(2 * np.pi * (xx + 0.05 * t + phase)) * np.cos(np.pi * yy)
+        rgb = np.stack([base, 1 - base, 0.5 + 0 * base][:channels], -1)
+        frames.append(np.clip(rgb * 255, 0, 255).astype(np.uint8))
+    return np.stack(frames)
+
+
+def mp4_bytes(video: np.ndarray, tmp_path: pathlib.Path) -> bytes:
+    rgb = np.repeat(video, 3, -1) if video.shape[-1] == 1 else video
+    path = tmp_path / "clip.mp4"
+    iio.imwrite(path, rgb, plugin="FFMPEG", fps=10, codec="libx264", quality=10, macro_block_size=16)
+    return path.read_bytes()
+
+
+def write_archive(path: pathlib.Path, folders: dict, counts: dict, frames: dict, channels: int, top: str = ""):
+    """A zip in the paper's layout: <top>/<folder>/<i>.mp4; returns the videos written per split."""
+    videos = {}
+    with zipfile.ZipFile(path, "w") as zf:
+        for split, folder in folders.items():
+            videos[split] = [smooth_video(frames[split], channels, phase=i / 7) for i in range(counts[split])]
+            for i, video in enumerate(videos[split]):
+                zf.writestr(f"{top}{folder}/{i:04d}.mp4", mp4_bytes(video, path.parent))
+    return videos
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network blocked by test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+# --- paper archives through the tfds builders ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dataset, channels, top",
+    [("mmnist", 1, ""), ("mazes", 3, "gqn_mazes/"), ("minerl", 3, "")],
+)
+def test_builder_prepares_manual_archive_offline(tmp_path, no_network, dataset, channels, top):
+    archive = data._PAPER[dataset]
+    cfg = Cfg(dataset=dataset, data_source="paper", datadir=str(tmp_path / "d"), channels=channels)
+    data.manual_dir(cfg).mkdir(parents=True)
+    counts, frames = {"train": 3, "test": 2}, {"train": 6, "test": 8}
+    written = write_archive(data.manual_dir(cfg) / f"{archive.name}.zip", archive.folders, counts, frames, channels, top)
+    builder = data.prepare_paper(cfg)
+    for split in ("train", "test"):
+        source = builder.as_data_source(split=split)
+        assert len(source) == counts[split]
+        got = sorted((source[i]["video"] for i in range(len(source))), key=lambda v: float(v[0, 0, 0, 0]))
+        want = sorted(written[split], key=lambda v: float(v[0, 0, 0, 0]))
+        for g, w in zip(got, want):
+            assert g.shape == (frames[split], 64, 64, channels) and g.dtype == np.uint8
+            assert np.abs(g.astype(float) - w).mean() < 4.0  # mp4 is lossy; smooth content stays close
+
+
+def test_prepared_archive_loads_through_eval_loader(tmp_path, no_network):
+    cfg = Cfg(data_source="paper", datadir=str(tmp_path))
+    data.manual_dir(cfg).mkdir(parents=True)
+    write_archive(data.manual_dir(cfg) / "moving_mnist_2digit.zip", data._PAPER["mmnist"].folders,
+                  {"train": 2, "test": 3}, {"train": 12, "test": 9}, 1)
+    batches = list(data.make_eval_loader(cfg, seq_len=9, batch_size=2))
+    assert [b.shape for b in batches] == [(2, 9, 64, 64, 1), (1, 9, 64, 64, 1)]
+    train = data.make_train_loader(dataclasses.replace(cfg, seq_len=5, batch_size=2), 0, 1)
+    assert next(train).shape == (2, 5, 64, 64, 1)
+    assert "paper archive moving_mnist_2digit" in data.describe_source(cfg)
+
+
+def test_unfinished_preparation_is_not_taken_as_complete(tmp_path, no_network):
+    cfg = Cfg(data_source="paper", datadir=str(tmp_path))
+    data.manual_dir(cfg).mkdir(parents=True)
+    (data.manual_dir(cfg) / "moving_mnist_2digit.zip").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(data.DataError):
+        data.prepare_paper(cfg)
+    assert not data.paper_builder(cfg).is_prepared()
+
+
+def test_truncated_zip_names_the_file(tmp_path, no_network):
+    cfg = Cfg(data_source="paper", datadir=str(tmp_path))
+    data.manual_dir(cfg).mkdir(parents=True)
+    path = data.manual_dir(cfg) / "moving_mnist_2digit.zip"
+    write_archive(path, data._PAPER["mmnist"].folders, {"train": 1, "test": 1}, {"train": 4, "test": 4}, 1)
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(data.DataError, match="moving_mnist_2digit.zip"):
+        data.prepare_paper(cfg)
+
+
+def test_corrupt_mp4_names_the_file(tmp_path):
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("train/0001.mp4", mp4_bytes(smooth_video(4, 3), tmp_path)[:300])
+    with pytest.raises(data.DataError, match=r"a\.zip:train/0001\.mp4") as e:
+        list(data.read_zip_videos(path, "train", 3))
+    assert "\n" not in str(e.value)
+
+
+def test_missing_split_folder_is_an_error(tmp_path):
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("other/0001.mp4", b"x")
+    with pytest.raises(data.DataError, match="no mp4 files in folder 'train'"):
+        list(data.read_zip_videos(path, "train", 3))
+
+
+def test_blocked_download_fails_fast_with_one_line(tmp_path, no_network):
+    cfg = Cfg(dataset="minerl", data_source="paper", datadir=str(tmp_path), channels=3)
+    start = time.perf_counter()
+    with pytest.raises(data.DataError) as e:
+        data.prepare_paper(cfg)
+    message = str(e.value)
+    assert time.perf_counter() - start < 10
+    assert "\n" not in message
+    assert "minerl_navigate" in message and data._PAPER["minerl"].url in message
+    assert str(data.manual_dir(cfg)) in message
+
+
+def test_generated_minerl_is_refused(tmp_path):
+    cfg = Cfg(dataset="minerl", datadir=str(tmp_path), channels=3)
+    with pytest.raises(data.DataError, match="minerl"):
+        data.make_train_loader(cfg, 0, 1)
+
+
+# --- generators -----------------------------------------------------------------------------
+
+
+def test_generated_mmnist_is_deterministic_and_shaped():
+    a = data.generate_mmnist(3, 20, seed=5)
+    assert a.shape == (3, 20, 64, 64, 1) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, data.generate_mmnist(3, 20, seed=5))
+    np.testing.assert_array_equal(a[:2], data.generate_mmnist(2, 20, seed=5))  # prefix property
+    assert not np.array_equal(a, data.generate_mmnist(3, 20, seed=6))
+    assert a.max() > 200 and (a > 0).mean() < 0.5  # digits on a black background
+
+
+def test_generated_mazes_are_deterministic_and_smooth():
+    a = data.generate_mazes(2, 60, seed=3)
+    assert a.shape == (2, 60, 64, 64, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, data.generate_mazes(2, 60, seed=3))
+    assert a.min() < 60 and a.max() > 150  # a real range of colours
+    frames = a.reshape(-1, 64, 64, 3).astype(float)
+    consecutive = np.abs(np.diff(a.astype(float), axis=1)).mean(axis=(2, 3, 4))  # (N, T-1)
+    assert (consecutive > 0).mean() > 0.9  # the camera keeps moving
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, len(frames), size=(2, 200))
+    random_pairs = np.abs(frames[i] - frames[j]).mean()
+    assert consecutive.mean() < 0.5 * random_pairs
+
+
+def test_generated_split_is_written_once_and_reused(tmp_path):
+    cfg = Cfg(datadir=str(tmp_path), num_gen_train=2)
+    path = data.ensure_generated(cfg, "train")
+    assert path.parent == tmp_path / "generated" / "mmnist"
+    stamp = path.stat().st_mtime_ns
+    assert data.ensure_generated(cfg, "train").stat().st_mtime_ns == stamp
+    assert np.load(path).shape == (2, 100, 64, 64, 1)
+    assert not list(path.parent.glob("*.tmp*"))
+    assert "generated Moving MNIST" in data.describe_source(cfg)
+
+
+def test_maze_walk_png(tmp_path):
+    data.save_maze_walk_png(tmp_path / "walk.png")
+    assert iio.imread(tmp_path / "walk.png").shape == (64, 8 * 64 + 7 * 2, 3)
+
+
+# --- loaders (on a small fake generated file) ---------------------------------------------------
+
+
+@pytest.fixture
+def fake_mmnist(tmp_path):
+    """Six 'generated' videos of 25 frames where pixel (0, 0) holds 10 * video + frame."""
+    cfg = Cfg(datadir=str(tmp_path))
+    videos = np.zeros((6, 25, 64, 64, 1), np.uint8)
+    videos[:, :, 0, 0, 0] = 10 * np.arange(6)[:, None] + np.arange(25)[None]
+    path = data.generated_file(cfg, "train")
+    path.parent.mkdir(parents=True)
+    np.save(path, videos)
+    np.save(data.generated_file(cfg, "test"), videos[:3, :20])
+    return cfg
+
+
+def ids(batch: np.ndarray) -> np.ndarray:
+    return batch[:, :, 0, 0, 0].astype(int)
+
+
+def test_train_clips_are_consecutive_and_drop_the_remainder(fake_mmnist):
+    cfg = dataclasses.replace(fake_mmnist, num_epochs=1, batch_size=2)
+    batches = list(data.make_train_loader(cfg, 0, 1))
+    assert all(b.shape == (2, 10, 64, 64, 1) and b.dtype == np.uint8 for b in batches)
+    clips = np.concatenate([ids(b) for b in batches])
+    assert len(clips) == 12  # 6 videos x 2 clips of 10 (5 frames dropped), 12 = 6 batches of 2
+    starts = sorted(clips[:, 0].tolist())
+    assert starts == sorted(10 * v + s for v in range(6) for s in (0, 10))
+    assert (np.diff(clips, axis=1) == 1).all()
+
+
+def test_train_order_depends_on_seed_and_epoch(fake_mmnist):
+    def first_frames(seed):
+        return np.concatenate([ids(b)[:, 0] for b in data.make_train_loader(dataclasses.replace(fake_mmnist, seed=seed), 0, 1)])
+
+    a, b = first_frames(0), first_frames(1)
+    assert len(a) == 24 and not np.array_equal(a, b)
+    np.testing.assert_array_equal(a, first_frames(0))
+    assert sorted(a[:12]) == sorted(a[12:]) and not np.array_equal(a[:12], a[12:])  # reshuffled per epoch
+
+
+def test_processes_read_disjoint_shards(fake_mmnist):
+    cfg = dataclasses.replace(fake_mmnist, num_epochs=1)
+    whole = np.concatenate([ids(b)[:, 0] for b in data.make_train_loader(cfg, 0, 1)])
+    parts = [np.concatenate([ids(b)[:, 0] for b in data.make_train_loader(cfg, p, 2)]) for p in range(2)]
+    assert all(len(p) == 6 for p in parts)
+    np.testing.assert_array_equal(np.stack(parts, 1).reshape(-1), whole)
+
+
+def test_resume_matches_uninterrupted_run(fake_mmnist):
+    cfg = dataclasses.replace(fake_mmnist, num_epochs=3)  # 9 batches; the resumed part crosses an epoch
+    loader = data.make_train_loader(cfg, 0, 1)
+    for _ in range(3):
+        next(loader)
+    state = json.loads(json.dumps(loader.get_state()))
+    expected = [next(loader) for _ in range(4)]
+    resumed = data.make_train_loader(cfg, 0, 1)
+    resumed.set_state(state)
+    for want in expected:
+        np.testing.assert_array_equal(next(resumed), want)
+
+
+def test_eval_loader_is_ordered_and_keeps_the_last_batch(fake_mmnist):
+    batches = list(data.make_eval_loader(fake_mmnist, seq_len=20, batch_size=2))
+    assert [b.shape[0] for b in batches] == [2, 1]
+    np.testing.assert_array_equal(np.concatenate([ids(b) for b in batches]),
+                                  10 * np.arange(3)[:, None] + np.arange(20))
+    assert len(list(data.make_eval_loader(fake_mmnist, seq_len=20, batch_size=2, num_videos=1))) == 1
+
+
+def test_eval_loader_rejects_short_videos(fake_mmnist):
+    with pytest.raises(data.DataError, match=r"mmnist test: videos have 20 frames, fewer than seq_len = 30"):
+        data.make_eval_loader(fake_mmnist, seq_len=30, batch_size=2)
+
+
+def test_loader_throughput_is_positive(fake_mmnist):
+    assert data.loader_throughput(dataclasses.replace(fake_mmnist, num_epochs=10), num_batches=3) > 0
+
+
+def test_import_does_not_load_tensorflow():
+    code = "import sys, data; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
