@@ -1,0 +1,196 @@
+"""Tests of tools.py: metrics against scikit-image, file writers, FVD sanity."""
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+import tools
+
+
+def _reference(x: np.ndarray, y: np.ndarray, ssim_range: float, psnr_range: float):
+    """scikit-image frame by frame, in float64; PSNR per channel then averaged."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    ssims = [
+        structural_similarity(a, b, data_range=ssim_range, channel_axis=-1)
+        for a, b in zip(x, y)
+    ]
+    psnrs = [
+        np.mean(
+            [
+                peak_signal_noise_ratio(a[..., k], b[..., k], data_range=psnr_range)
+                for k in range(a.shape[-1])
+            ]
+        )
+        for a, b in zip(x, y)
+    ]
+    return np.array(ssims), np.array(psnrs)
+
+
+def _frame_pairs(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of shape (6, H, W, C): ground truth in [0, 1] and an unclipped noisy prediction."""
+    if kind == "random":
+        x = rng.uniform(0, 1, (6, 32, 40, 1))
+    elif kind == "mmnist":
+        x = tools.blob_frames(6, (64, 64, 1), seed=1)
+    elif kind == "rgb":
+        x = tools.blob_frames(6, (64, 64, 3), seed=2) * rng.uniform(
+            0.3, 1.0, (1, 1, 1, 3)
+        )
+    y = x + rng.normal(0, 0.1, x.shape)
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["random", "mmnist", "rgb"])
+@pytest.mark.parametrize("ssim_range", [1.0, 2.0])
+def test_ssim_and_psnr_match_scikit_image_per_frame(kind, ssim_range):
+    x, y = _frame_pairs(kind, np.random.default_rng(0))
+    ref_ssim, ref_psnr = _reference(x, y, ssim_range, 1.0)
+    np.testing.assert_allclose(
+        np.asarray(tools.ssim(x, y, ssim_range)), ref_ssim, atol=1e-4, rtol=0
+    )
+    np.testing.assert_allclose(
+        np.asarray(tools.psnr(x, y, 1.0)), ref_psnr, atol=1e-3, rtol=0
+    )
+
+
+def test_ssim_batches_over_leading_dims():
+    x, y = _frame_pairs("mmnist", np.random.default_rng(1))
+    flat = tools.ssim(x, y, 2.0)
+    nested = tools.ssim(
+        x.reshape(2, 3, *x.shape[1:]), y.reshape(2, 3, *y.shape[1:]), 2.0
+    )
+    assert nested.shape == (2, 3)
+    np.testing.assert_allclose(
+        np.asarray(nested).reshape(-1), np.asarray(flat), rtol=1e-6
+    )
+
+
+def test_identical_frames_give_ssim_one_and_psnr_inf_capped_for_means():
+    x = tools.blob_frames(3, (64, 64, 1), seed=3)
+    np.testing.assert_allclose(np.asarray(tools.ssim(x, x, 2.0)), 1.0, atol=1e-6)
+    assert structural_similarity(
+        x[0], x[0], data_range=2.0, channel_axis=-1
+    ) == pytest.approx(1.0)
+    values = tools.psnr(x, x)
+    assert np.all(np.isinf(np.asarray(values)))
+    with np.errstate(divide="ignore"):
+        assert np.isinf(peak_signal_noise_ratio(x[0], x[0], data_range=1.0))
+    capped = np.asarray(tools.cap_psnr(values))
+    np.testing.assert_array_equal(capped, tools.PSNR_CAP_DB)
+    assert np.isfinite(capped.mean())
+
+
+def test_metric_speed_reports_equal_values():
+    result = tools.metric_speed(num_frames=20, repeats=1)
+    assert result["ssim_max_abs_diff"] < 1e-4 and result["psnr_max_abs_diff"] < 1e-3
+    assert result["jax_s"] > 0 and result["speedup"] > 0
+
+
+def test_to_uint8_clips_and_rounds():
+    out = tools.to_uint8(np.array([-0.5, 0.0, 0.5, 1.0, 2.0]))
+    np.testing.assert_array_equal(out, [0, 0, 128, 255, 255])
+    assert out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("num_frames,rows", [(120, 3), (100, 2), (7, 1)])
+def test_video_grid_keeps_last_partial_row(num_frames, rows):
+    frames = np.full((num_frames, 4, 5, 1), 100, np.uint8)
+    grid = tools.video_grid(frames, per_row=50, gap=1, fill=255)
+    per_row = min(50, num_frames)
+    assert grid.shape == (rows * 5 - 1, per_row * 6 - 1, 1)
+    assert (
+        np.sum(grid == 100) == num_frames * 4 * 5
+    )  # every frame, the last row's included
+    assert np.all(grid[4, :] == 255) if rows > 1 else True  # gap row
+    assert np.all(grid[:4, 5] == 255)  # gap column
+
+
+def test_save_png_writes_grid_of_right_size(tmp_path):
+    frames = tools.to_uint8(tools.blob_frames(60, (16, 16, 1)))
+    grid = tools.video_grid(frames)
+    path = str(tmp_path / "grid.png")
+    tools.save_png(path, grid)
+    read = imageio.imread(path)
+    assert read.shape == grid.shape[:2]
+    np.testing.assert_array_equal(read, grid[..., 0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "grid.png"
+    ]  # no temporary left
+
+
+def test_save_npz_round_trips(tmp_path):
+    path = str(tmp_path / "out.npz")
+    arrays = {
+        "gt": np.arange(12, dtype=np.uint8).reshape(3, 4),
+        "ssim": np.linspace(0, 1, 5),
+    }
+    tools.save_npz(path, **arrays)
+    with np.load(path) as data:
+        for key, value in arrays.items():
+            np.testing.assert_array_equal(data[key], value)
+
+
+def test_prediction_strip_stacks_truth_prediction_error():
+    gt = np.zeros((3, 8, 6, 1), np.float32)
+    pred = np.full((3, 8, 6, 1), 1.5, np.float32)  # unclipped prediction
+    strip = tools.prediction_strip(gt, pred)
+    assert strip.shape == (3, 24, 6, 1) and strip.dtype == np.uint8
+    assert (
+        np.all(strip[:, :8] == 0)
+        and np.all(strip[:, 8:16] == 255)
+        and np.all(strip[:, 16:] == 255)
+    )
+    assert tools.side_by_side(gt, pred).shape == (3, 8, 12, 1)
+
+
+@pytest.mark.parametrize(
+    "name,shape", [("v.mp4", (5, 24, 30, 1)), ("v.gif", (5, 24, 30, 3))]
+)
+def test_save_video_writes_readable_frames(tmp_path, name, shape):
+    frames = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    path = str(tmp_path / name)
+    tools.save_video(path, frames, fps=10)
+    read = imageio.mimread(path)
+    assert len(read) == shape[0]
+    assert read[0].shape[:2] == shape[1:3]
+
+
+def test_plot_metric_writes_png(tmp_path):
+    path = str(tmp_path / "ssim.png")
+    mean = np.linspace(0.9, 0.5, 40)
+    tools.plot_metric(path, mean, np.full(40, 0.05), "SSIM", first_frame=36)
+    image = imageio.imread(path)
+    assert image.shape[:2] == (350, 600)
+
+
+def test_frechet_distance_of_gaussians_matches_closed_form():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, (4000, 3))
+    b = rng.normal(1, 2, (4000, 3))
+    # Isotropic: |mu1 - mu2|^2 + sum(s1 + s2 - 2 sqrt(s1 s2)) = 3 + 3 * (1 + 4 - 4).
+    assert tools.frechet_distance(a, b) == pytest.approx(6.0, rel=0.1)
+    assert tools.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_fvd_clips_first_or_all():
+    videos = np.zeros((2, 40, 8, 8, 1), np.uint8)
+    assert tools.fvd_clips(videos).shape == (2, 16, 8, 8, 1)
+    assert tools.fvd_clips(videos, all_clips=True).shape == (4, 16, 8, 8, 1)
+    with pytest.raises(ValueError, match="at least 16"):
+        tools.fvd_clips(videos[:, :10])
+
+
+def test_fvd_is_zero_on_itself_grows_with_noise_and_repeats():
+    rng = np.random.default_rng(0)
+    real = np.stack([tools.blob_frames(16, (64, 64, 1), seed=s) for s in range(4)])
+    noisy = np.clip(real + rng.normal(0, 0.3, real.shape), 0, 1).astype(np.float32)
+    real_feats = tools.i3d_features(real, batch_size=4)
+    assert real_feats.shape == (4, 400) and real_feats.dtype == np.float64
+    self_fvd = tools.frechet_distance(real_feats, real_feats)
+    noisy_fvd = tools.fvd(real, noisy, batch_size=4, real_feats=real_feats)
+    assert abs(self_fvd) < 1e-6 * np.trace(np.cov(real_feats, rowvar=False))
+    assert noisy_fvd > 1.0
+    assert tools.fvd(real, noisy, batch_size=4, real_feats=real_feats) == pytest.approx(
+        noisy_fvd, rel=1e-6
+    )

