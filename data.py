@@ -25,7 +25,8 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from typing import Any, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import grain
 import jax
@@ -36,6 +37,8 @@ SIZE = 64  # frames are SIZE x SIZE pixels
 GENERATOR_VERSION = 1  # part of the generated file names: bump when a generator changes its output
 GEN_SEEDS = {"train": 1, "test": 2}  # fixed per split, so generated data never depends on config.seed
 DOWNLOAD_TIMEOUT_S = 10.0  # give up on an unreachable archive after this many seconds
+
+_log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -115,8 +118,16 @@ _WALK_SPEED = 0.12  # cells per frame
 _TURN_SPEED = np.deg2rad(9.0)  # radians per frame
 _FOG = 0.12  # exponential fog density per cell of distance
 _PALETTE = np.array(
-    [[0.80, 0.25, 0.20], [0.25, 0.55, 0.85], [0.30, 0.70, 0.30], [0.85, 0.75, 0.25],
-     [0.65, 0.35, 0.75], [0.90, 0.55, 0.20], [0.30, 0.75, 0.75], [0.75, 0.75, 0.75]],
+    [
+        [0.80, 0.25, 0.20],
+        [0.25, 0.55, 0.85],
+        [0.30, 0.70, 0.30],
+        [0.85, 0.75, 0.25],
+        [0.65, 0.35, 0.75],
+        [0.90, 0.55, 0.20],
+        [0.30, 0.75, 0.75],
+        [0.75, 0.75, 0.75],
+    ],
     np.float32,
 )  # wall colours; each maze colours its walls in blocks from this palette
 
@@ -136,8 +147,15 @@ def random_maze(rng: np.random.Generator) -> Maze:
     import labmaze
 
     layout = labmaze.RandomMaze(
-        height=_MAZE_SIZE, width=_MAZE_SIZE, max_rooms=4, room_min_size=3, room_max_size=5,
-        spawns_per_room=0, objects_per_room=0, random_seed=int(rng.integers(2**31)), simplify=False,
+        height=_MAZE_SIZE,
+        width=_MAZE_SIZE,
+        max_rooms=4,
+        room_min_size=3,
+        room_max_size=5,
+        spawns_per_room=0,
+        objects_per_room=0,
+        random_seed=int(rng.integers(2**31)),
+        simplify=False,
     )
     walls = np.array(layout.entity_layer) == "*"
     blocks = rng.integers(0, len(_PALETTE), size=(_MAZE_SIZE // 3 + 1,) * 2)
@@ -235,8 +253,13 @@ def cast_rays(walls: np.ndarray, pos: np.ndarray, rays: np.ndarray) -> dict[str,
             break
     dist = np.take_along_axis(side_dist - delta, side[..., None], -1)[..., 0]
     along = np.take_along_axis(p + dist[..., None] * rays, (1 - side)[..., None], -1)[..., 0]
-    return {"dist": np.maximum(dist, 1e-3), "side": side, "u": along - np.floor(along),
-            "row": cell[..., 1], "col": cell[..., 0]}
+    return {
+        "dist": np.maximum(dist, 1e-3),
+        "side": side,
+        "u": along - np.floor(along),
+        "row": cell[..., 1],
+        "col": cell[..., 0],
+    }
 
 
 def _is_mortar(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -297,11 +320,11 @@ def generate_mazes(num_videos: int, num_frames: int, seed: int) -> np.ndarray:
     return out
 
 
-def _fill(out: np.ndarray, dataset: str, split: str, seed: int) -> None:
-    """Write generated videos into `out` (N, T, 64, 64, C) one at a time; video i uses seed (seed, i)."""
+def _fill(out: np.ndarray, dataset: str, split: str, seed: int, first: int = 0) -> None:
+    """Write generated videos first, first + 1, ... into `out` (N, T, 64, 64, C); video i uses seed (seed, i)."""
     digits = _mnist_digits(split) if dataset == "mmnist" else None
     for i in range(len(out)):
-        rng = np.random.default_rng([seed, i])
+        rng = np.random.default_rng([seed, first + i])
         if dataset == "mmnist":
             out[i, ..., 0] = _mmnist_video(digits, out.shape[1], rng)
         else:
@@ -359,13 +382,18 @@ def ensure_generated(config: Any, split: str) -> pathlib.Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     start = time.perf_counter()
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(num, frames, SIZE, SIZE, channels))
-    _fill(out, config.dataset, split, GEN_SEEDS[split])
-    out.flush()
-    del out
+    np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(num, frames, SIZE, SIZE, channels)).flush()
+    _fill_file(tmp, config.dataset, split, 0, num)
     os.replace(tmp, path)
-    logging.info("generated %s in %.1f s", path, time.perf_counter() - start)
+    _log.info("generated %s in %.1f s", path, time.perf_counter() - start)
     return path
+
+
+def _fill_file(path: pathlib.Path, dataset: str, split: str, start: int, stop: int) -> None:
+    """Generate videos [start, stop) of a split into the .npy file at `path` (already sized)."""
+    out = np.load(path, mmap_mode="r+")
+    _fill(out[start:stop], dataset, split, GEN_SEEDS[split], first=start)
+    out.flush()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -385,15 +413,22 @@ class PaperArchive:
 
 _PAPER = {
     "mmnist": PaperArchive(
-        "moving_mnist_2digit", "https://archive.org/download/moving_mnist/moving_mnist_2digit.zip",
-        {"train": "train-seq100", "test": "test-seq1000"}, 1,
+        "moving_mnist_2digit",
+        "https://archive.org/download/moving_mnist/moving_mnist_2digit.zip",
+        {"train": "train-seq100", "test": "test-seq1000"},
+        1,
     ),
     "mazes": PaperArchive(
-        "gqn_mazes", "https://archive.org/download/gqn_mazes/gqn_mazes.zip", {"train": "train", "test": "test"}, 3,
+        "gqn_mazes",
+        "https://archive.org/download/gqn_mazes/gqn_mazes.zip",
+        {"train": "train", "test": "test"},
+        3,
     ),
     "minerl": PaperArchive(
-        "minerl_navigate", "https://archive.org/download/minerl_navigate/minerl_navigate.zip",
-        {"train": "minerl_navigate/train", "test": "minerl_navigate/test"}, 3,
+        "minerl_navigate",
+        "https://archive.org/download/minerl_navigate/minerl_navigate.zip",
+        {"train": "minerl_navigate/train", "test": "minerl_navigate/test"},
+        3,
     ),
 }
 
@@ -408,13 +443,14 @@ def manual_dir(config: Any) -> pathlib.Path:
 
 
 def _split_members(zf: zipfile.ZipFile, folder: str) -> list[str]:
-    """The mp4 members directly in `folder` or in `<top>/<folder>`, sorted."""
+    """The mp4 members directly in `folder` or in `<top>/<folder>` (one optional top folder), sorted."""
     out = []
     for name in zf.namelist():
-        parent = name.rsplit("/", 1)[0] if "/" in name else ""
-        if name.lower().endswith(".mp4") and (parent == folder or parent.split("/", 1)[-1] == folder):
-            if parent == folder or parent.count("/") == folder.count("/") + 1:
-                out.append(name)
+        parent, _, base = name.rpartition("/")
+        if name.startswith("__MACOSX/") or base.startswith("._") or not base.lower().endswith(".mp4"):
+            continue
+        if parent == folder or parent.partition("/")[2] == folder:
+            out.append(name)
     return sorted(out)
 
 
@@ -424,7 +460,7 @@ def decode_mp4(data: bytes, channels: int, where: str) -> np.ndarray:
 
     try:
         frames = iio.imread(data, extension=".mp4", plugin="FFMPEG", index=None)
-    except Exception as e:  # imageio raises OSError, RuntimeError, StopIteration, ... on bad input
+    except Exception as e:  # noqa: BLE001 (imageio raises OSError, RuntimeError, StopIteration, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{where}: not a readable mp4 video ({first})") from None
     if frames.ndim != 4 or frames.shape[1:3] != (SIZE, SIZE) or len(frames) == 0:
@@ -448,6 +484,15 @@ def read_zip_videos(zip_path: os.PathLike | str, folder: str, channels: int) -> 
         raise DataError(f"{zip_path}: corrupt or truncated zip archive ({e}); delete it and fetch it again") from None
 
 
+def manual_archive(archive: PaperArchive, dl_manager: tfds.download.DownloadManager) -> pathlib.Path | None:
+    """The archive a user put in the manual folder, or None."""
+    try:
+        path = pathlib.Path(dl_manager.manual_dir) / f"{archive.name}.zip"
+    except AssertionError:  # tfds: the manual folder is missing or empty
+        return None
+    return path if path.exists() else None
+
+
 def _check_reachable(archive: PaperArchive, manual: pathlib.Path, timeout: float) -> None:
     """Fail fast, in one line, when the archive's URL cannot be reached."""
     try:
@@ -467,6 +512,10 @@ class _VideoZipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     VERSION = tfds.core.Version("1.0.0")
     ARCHIVE: PaperArchive
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "Optional: put the archive <name>.zip (from archive.org) in <datadir>/downloads/manual "
+        "to prepare it without downloading."
+    )
 
     def _info(self) -> tfds.core.DatasetInfo:
         channels = self.ARCHIVE.channels
@@ -481,11 +530,7 @@ class _VideoZipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
-        manual = pathlib.Path(dl_manager._manual_dir)  # the folder itself may not exist yet
-        zip_path = manual / f"{self.ARCHIVE.name}.zip"
-        if not zip_path.exists():
-            _check_reachable(self.ARCHIVE, manual, DOWNLOAD_TIMEOUT_S)
-            zip_path = dl_manager.download(self.ARCHIVE.url)
+        zip_path = manual_archive(self.ARCHIVE, dl_manager) or dl_manager.download(self.ARCHIVE.url)
         return {split: self._generate_examples(zip_path, folder) for split, folder in self.ARCHIVE.folders.items()}
 
     def _generate_examples(self, zip_path: os.PathLike, folder: str) -> Iterator[tuple[str, dict]]:
@@ -530,6 +575,9 @@ def prepare_paper(config: Any) -> tfds.core.GeneratorBasedBuilder:
     """
     builder = paper_builder(config)
     if not builder.is_prepared():
+        archive = _PAPER[config.dataset]
+        if not (manual_dir(config) / f"{archive.name}.zip").exists():
+            _check_reachable(archive, manual_dir(config), DOWNLOAD_TIMEOUT_S)  # fail fast, before tfds
         builder.download_and_prepare(
             download_dir=str(pathlib.Path(config.datadir) / "downloads"),
             download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir(config))),
@@ -633,7 +681,7 @@ def _read_options(batch_size: int) -> grain.ReadOptions:
 
 
 def make_train_loader(
-    config: Any, process_index: Optional[int] = None, process_count: Optional[int] = None
+    config: Any, process_index: int | None = None, process_count: int | None = None
 ) -> grain.DatasetIterator:
     """Batches (B, seq_len, 64, 64, C) uint8 of training clips for this process.
 
@@ -658,14 +706,14 @@ def make_train_loader(
             f"{videos.name} train: {len(clips)} clips x {config.num_epochs} epochs is fewer than one batch "
             f"(batch_size = {config.batch_size}); use more videos, a shorter seq_len or more epochs"
         )
-    logging.info("train data: %s", describe_source(config))
+    _log.info("train data: %s", describe_source(config))
     ds = grain.MapDataset.source(clips).shuffle(seed=int(config.seed)).repeat(config.num_epochs)
     ds = ds[index::count]
     return iter(ds.to_iter_dataset(_read_options(batch)).batch(batch, drop_remainder=True))
 
 
 def make_eval_loader(
-    config: Any, seq_len: int, batch_size: int, num_videos: Optional[int] = None, split: str = "test"
+    config: Any, seq_len: int, batch_size: int, num_videos: int | None = None, split: str = "test"
 ) -> grain.IterDataset:
     """Batches (b, seq_len, 64, 64, C) uint8 of the first seq_len frames of each video, in order.
 
@@ -676,9 +724,9 @@ def make_eval_loader(
     videos = open_videos(config, split)
     _check_length(videos, seq_len)
     count = len(videos) if num_videos is None else min(num_videos, len(videos))
-    logging.info("%s data: %s", split, describe_source(config))
-    ds = grain.MapDataset.source(_Clips(videos, seq_len, 1, count)).batch(batch_size, drop_remainder=False)
-    return ds.to_iter_dataset(_read_options(1))
+    _log.info("%s data: %s", split, describe_source(config))
+    ds = grain.MapDataset.source(_Clips(videos, seq_len, 1, count)).to_iter_dataset(_read_options(batch_size))
+    return ds.batch(batch_size, drop_remainder=False)
 
 
 def loader_throughput(config: Any, num_batches: int, warmup: int = 2) -> float:

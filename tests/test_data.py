@@ -16,24 +16,15 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import data  # noqa: E402
+import config
+import data
 
 
-@dataclasses.dataclass
-class Cfg:
-    """The config keys data.py reads (the real Config has the same names)."""
-
-    dataset: str = "mmnist"
-    data_source: str = "generated"
-    datadir: str = "data"
-    seq_len: int = 10
-    eval_seq_len: int = 20
-    batch_size: int = 4
-    num_epochs: int = 2
-    seed: int = 0
-    channels: int = 1
-    num_gen_train: int = 6
-    num_gen_test: int = 3
+def Cfg(**overrides) -> config.Config:
+    """The project's Config with small test sizes."""
+    small = {"seq_len": 10, "eval_seq_len": 20, "batch_size": 4, "num_epochs": 2, "seed": 0}
+    small |= {"num_gen_train": 6, "num_gen_test": 3}
+    return dataclasses.replace(config.Config(), **{**small, **overrides})
 
 
 def smooth_video(num_frames: int, channels: int, phase: float = 0.0) -> np.ndarray:
@@ -62,6 +53,7 @@ def write_archive(path: pathlib.Path, folders: dict, counts: dict, frames: dict,
             videos[split] = [smooth_video(frames[split], channels, phase=i / 7) for i in range(counts[split])]
             for i, video in enumerate(videos[split]):
                 zf.writestr(f"{top}{folder}/{i:04d}.mp4", mp4_bytes(video, path.parent))
+        zf.writestr(f"__MACOSX/{folder}/._0000.mp4", b"resource fork, not a video")
     return videos
 
 
@@ -86,7 +78,9 @@ def test_builder_prepares_manual_archive_offline(tmp_path, no_network, dataset, 
     cfg = Cfg(dataset=dataset, data_source="paper", datadir=str(tmp_path / "d"), channels=channels)
     data.manual_dir(cfg).mkdir(parents=True)
     counts, frames = {"train": 3, "test": 2}, {"train": 6, "test": 8}
-    written = write_archive(data.manual_dir(cfg) / f"{archive.name}.zip", archive.folders, counts, frames, channels, top)
+    written = write_archive(
+        data.manual_dir(cfg) / f"{archive.name}.zip", archive.folders, counts, frames, channels, top
+    )
     builder = data.prepare_paper(cfg)
     for split in ("train", "test"):
         source = builder.as_data_source(split=split)
@@ -101,8 +95,13 @@ def test_builder_prepares_manual_archive_offline(tmp_path, no_network, dataset, 
 def test_prepared_archive_loads_through_eval_loader(tmp_path, no_network):
     cfg = Cfg(data_source="paper", datadir=str(tmp_path))
     data.manual_dir(cfg).mkdir(parents=True)
-    write_archive(data.manual_dir(cfg) / "moving_mnist_2digit.zip", data._PAPER["mmnist"].folders,
-                  {"train": 2, "test": 3}, {"train": 12, "test": 9}, 1)
+    write_archive(
+        data.manual_dir(cfg) / "moving_mnist_2digit.zip",
+        data._PAPER["mmnist"].folders,
+        {"train": 2, "test": 3},
+        {"train": 12, "test": 9},
+        1,
+    )
     batches = list(data.make_eval_loader(cfg, seq_len=9, batch_size=2))
     assert [b.shape for b in batches] == [(2, 9, 64, 64, 1), (1, 9, 64, 64, 1)]
     train = data.make_train_loader(dataclasses.replace(cfg, seq_len=5, batch_size=2), 0, 1)
@@ -199,6 +198,7 @@ def test_generated_split_is_written_once_and_reused(tmp_path):
     assert np.load(path).shape == (2, 100, 64, 64, 1)
     assert not list(path.parent.glob("*.tmp*"))
     assert "generated Moving MNIST" in data.describe_source(cfg)
+    assert data.generated_file(dataclasses.replace(cfg, seed=7), "train") == path  # not tied to the run's seed
 
 
 def test_maze_walk_png(tmp_path):
@@ -239,7 +239,9 @@ def test_train_clips_are_consecutive_and_drop_the_remainder(fake_mmnist):
 
 def test_train_order_depends_on_seed_and_epoch(fake_mmnist):
     def first_frames(seed):
-        return np.concatenate([ids(b)[:, 0] for b in data.make_train_loader(dataclasses.replace(fake_mmnist, seed=seed), 0, 1)])
+        return np.concatenate(
+            [ids(b)[:, 0] for b in data.make_train_loader(dataclasses.replace(fake_mmnist, seed=seed), 0, 1)]
+        )
 
     a, b = first_frames(0), first_frames(1)
     assert len(a) == 24 and not np.array_equal(a, b)
@@ -271,8 +273,7 @@ def test_resume_matches_uninterrupted_run(fake_mmnist):
 def test_eval_loader_is_ordered_and_keeps_the_last_batch(fake_mmnist):
     batches = list(data.make_eval_loader(fake_mmnist, seq_len=20, batch_size=2))
     assert [b.shape[0] for b in batches] == [2, 1]
-    np.testing.assert_array_equal(np.concatenate([ids(b) for b in batches]),
-                                  10 * np.arange(3)[:, None] + np.arange(20))
+    np.testing.assert_array_equal(np.concatenate([ids(b) for b in batches]), 10 * np.arange(3)[:, None] + np.arange(20))
     assert len(list(data.make_eval_loader(fake_mmnist, seq_len=20, batch_size=2, num_videos=1))) == 1
 
 
