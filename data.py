@@ -320,11 +320,11 @@ def generate_mazes(num_videos: int, num_frames: int, seed: int) -> np.ndarray:
     return out
 
 
-def _fill(out: np.ndarray, dataset: str, split: str, seed: int, first: int = 0) -> None:
-    """Write generated videos first, first + 1, ... into `out` (N, T, 64, 64, C); video i uses seed (seed, i)."""
+def _fill(out: np.ndarray, dataset: str, split: str, seed: int) -> None:
+    """Write generated videos into `out` (N, T, 64, 64, C); video i uses the seed (seed, i)."""
     digits = _mnist_digits(split) if dataset == "mmnist" else None
     for i in range(len(out)):
-        rng = np.random.default_rng([seed, first + i])
+        rng = np.random.default_rng([seed, i])
         if dataset == "mmnist":
             out[i, ..., 0] = _mmnist_video(digits, out.shape[1], rng)
         else:
@@ -382,18 +382,16 @@ def ensure_generated(config: Any, split: str) -> pathlib.Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     start = time.perf_counter()
-    np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(num, frames, SIZE, SIZE, channels)).flush()
-    _fill_file(tmp, config.dataset, split, 0, num)
-    os.replace(tmp, path)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(num, frames, SIZE, SIZE, channels))
+        _fill(out, config.dataset, split, GEN_SEEDS[split])
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # an interrupted run leaves no partial file behind
     _log.info("generated %s in %.1f s", path, time.perf_counter() - start)
     return path
-
-
-def _fill_file(path: pathlib.Path, dataset: str, split: str, start: int, stop: int) -> None:
-    """Generate videos [start, stop) of a split into the .npy file at `path` (already sized)."""
-    out = np.load(path, mmap_mode="r+")
-    _fill(out[start:stop], dataset, split, GEN_SEEDS[split], first=start)
-    out.flush()
 
 
 # ----------------------------------------------------------------------------------------------
