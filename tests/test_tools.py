@@ -144,6 +144,7 @@ def test_prediction_strip_stacks_truth_prediction_error():
     assert tools.side_by_side(gt, pred).shape == (3, 8, 12, 1)
 
 
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # ffmpeg subprocess
 @pytest.mark.parametrize(
     "name,shape", [("v.mp4", (5, 24, 30, 1)), ("v.gif", (5, 24, 30, 3))]
 )
