@@ -1,0 +1,30 @@
+"""Test setup: two simulated CPU devices (so data-parallel code runs sharded) and tiny configs."""
+
+import os
+import pathlib
+import sys
+
+# Before JAX is imported anywhere: two host devices, like a 2-device data-parallel machine.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A tiny config (configs/tiny.yml) writing into tmp_path; override keys with tiny(key=value)."""
+    import config as cfg_lib
+
+    def make(*argv, **overrides):
+        args = ["--config", str(ROOT / "configs" / "tiny.yml"), "--datadir", str(tmp_path / "data"),
+                "--logdir", str(tmp_path / "logs"), "--seed", "0", "--progress", "false", *argv]
+        for key, value in overrides.items():
+            args += [f"--{key}", str(value)]
+        return cfg_lib.parse(args)
+
+    return make
