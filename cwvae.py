@@ -20,6 +20,19 @@ from config import Config
 STDDEV_SHIFT = 0.54  # added to the hidden layer before the stddev head, as in the official code
 
 
+class LossOptions(NamedTuple):
+    """The config keys the loss reads (hashable, so compiled steps can be cached per model)."""
+
+    dec_stddev: float
+    betas: tuple[float, ...]
+    free_nats: float | None
+    kl_grad_post_perc: float | None
+
+    @classmethod
+    def from_config(cls, config: Config) -> "LossOptions":
+        return cls(config.dec_stddev, tuple(config.beta_per_level()), config.free_nats, config.kl_grad_post_perc)
+
+
 class CellState(NamedTuple):
     """One step (or, stacked, a sequence) of an RSSM cell's state."""
 
@@ -174,10 +187,12 @@ class CWVAE(nnx.Module):
     """Encoder, one RSSM cell per level, decoder; the loss and open-loop prediction."""
 
     def __init__(self, config: Config, *, rngs: nnx.Rngs):
-        self.config = config
         self.levels = config.levels
         self.factor = config.tmp_abs_factor
-        self.use_obs = config.use_obs_per_level()
+        self.use_obs = tuple(config.use_obs_per_level())
+        self.stoch, self.deter = config.cell_stoch_size, config.cell_deter_size
+        self.reset_state = config.cell_reset_state
+        self.loss_options = LossOptions.from_config(config)
         state_size = config.cell_stoch_size + config.cell_deter_size
         self.encoder = Encoder(config, rngs=rngs)
         feat = conv_feature_size(config)
@@ -187,7 +202,7 @@ class CWVAE(nnx.Module):
     def _keep_mask(self, level: int, length: int, offset: int) -> jax.Array:
         """1 where the previous sample is kept; 0 at the first step of each parent tick when
         cell_reset_state is on (the top level has no parent and never resets)."""
-        if not self.config.cell_reset_state or level == self.levels - 1:
+        if not self.reset_state or level == self.levels - 1:
             return jnp.ones((length, 1, 1))
         t = jnp.arange(offset, offset + length)
         return (t % self.factor != 0).astype(jnp.float32)[:, None, None]
@@ -204,14 +219,13 @@ class CWVAE(nnx.Module):
         where the level does not observe). Returns priors and posteriors per level (level 0 first)."""
         use_obs = self.use_obs if use_obs is None else use_obs
         b = inputs[0].shape[0]
-        cfg = self.config
-        context = jnp.zeros((b, inputs[-1].shape[1], cfg.cell_stoch_size + cfg.cell_deter_size))
+        context = jnp.zeros((b, inputs[-1].shape[1], self.stoch + self.deter))
         priors, posts = [None] * self.levels, [None] * self.levels
         for level in reversed(range(self.levels)):
             length = inputs[level].shape[1]
             context = context[:, :length]
             assert context.shape[1] == length, f"level {level}: context {context.shape} shorter than {length} steps"
-            init = initial[level] if initial else zero_state(b, cfg.cell_stoch_size, cfg.cell_deter_size)
+            init = initial[level] if initial else zero_state(b, self.stoch, self.deter)
             prior, post = self.cells[level].unroll(
                 inputs[level] if use_obs[level] else None,
                 context,
@@ -232,7 +246,7 @@ class CWVAE(nnx.Module):
     def loss(self, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Negative ELBO per frame and its named terms (see `elbo_terms`)."""
         decoded, priors, posts = self(obs, key)
-        return elbo_terms(self.config, obs, decoded, priors, posts)
+        return elbo_terms(self.loss_options, obs, decoded, priors, posts)
 
     def open_loop(self, obs: jax.Array, key: jax.Array, context_frames: int) -> jax.Array:
         """Observe the first `context_frames` frames of obs (B, T, H, W, C), then predict the
@@ -253,29 +267,29 @@ class CWVAE(nnx.Module):
 
 
 def elbo_terms(
-    config: Config, obs: jax.Array, decoded: jax.Array, priors: list[CellState], posts: list[CellState]
+    options: LossOptions, obs: jax.Array, decoded: jax.Array, priors: list[CellState], posts: list[CellState]
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """loss = (NLL + sum_l KL_l) / T with beta, free_nats and KL balancing as configured.
     Returns (loss, metrics) with loss, nll_term, kl_term and per level kl, entropies."""
     assert obs.shape == decoded.shape, f"obs {obs.shape} vs decoded {decoded.shape}"
     b, t = obs.shape[:2]
-    std = config.dec_stddev
+    std = options.dec_stddev
     sq = jnp.square((obs - decoded) / std).reshape(b, t, -1)
     nll_bt = 0.5 * jnp.sum(sq + jnp.log(2 * jnp.pi * std**2), -1)
     nll = jnp.mean(jnp.sum(nll_bt, 1))
     metrics, kl_total = {}, 0.0
     sg = jax.lax.stop_gradient
-    for level, (prior, post, beta) in enumerate(zip(priors, posts, config.beta_per_level())):
+    for level, (prior, post, beta) in enumerate(zip(priors, posts, options.betas)):
         kl_bt = gaussian_kl(post.mean, post.stddev, prior.mean, prior.stddev)
-        p = config.kl_grad_post_perc
+        p = options.kl_grad_post_perc
         if p is None:
             kl = jnp.mean(jnp.sum(kl_bt, 1))
         else:
             to_prior = gaussian_kl(sg(post.mean), sg(post.stddev), prior.mean, prior.stddev)
             to_post = gaussian_kl(post.mean, post.stddev, sg(prior.mean), sg(prior.stddev))
             kl = (1 - p) * jnp.mean(jnp.sum(to_prior, 1)) + p * jnp.maximum(1.0, jnp.mean(jnp.sum(to_post, 1)))
-        if config.free_nats is not None:
-            kl = jnp.maximum(0.0, kl - config.free_nats)
+        if options.free_nats is not None:
+            kl = jnp.maximum(0.0, kl - options.free_nats)
         kl_total = kl_total + beta * kl
         metrics[f"kl/level{level}"] = jnp.mean(kl_bt)
         metrics[f"entropy_prior/level{level}"] = jnp.mean(gaussian_entropy(prior.stddev))

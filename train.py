@@ -10,6 +10,7 @@ run ends with the same parameters as one that never stopped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import signal
@@ -41,7 +42,14 @@ class TrainingError(RuntimeError):
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
+    """Adam (eps 1e-4, as in the official code) after global-norm clipping."""
     return optax.chain(optax.clip_by_global_norm(config.clip_grad_norm_by), optax.adam(config.lr, eps=1e-4))
+
+
+def train_step_fn(graphdef: nnx.GraphDef, config: Config, mesh) -> Callable:
+    """The compiled train step of this model, optimizer and mesh; cached, so a second run
+    of the same config in one process does not compile again."""
+    return make_train_step(graphdef, mesh, config.lr, config.clip_grad_norm_by)
 
 
 def init_model(config: Config) -> tuple[nnx.GraphDef, nnx.State]:
@@ -60,8 +68,10 @@ def to_frames(batch: jax.Array) -> jax.Array:
     return batch.astype(jnp.float32) / 255.0
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, mesh) -> Callable:
+@functools.cache
+def make_train_step(graphdef: nnx.GraphDef, mesh, lr: float, clip_grad_norm_by: float) -> Callable:
     """One jit-compiled, pure step (params, opt_state, uint8 batch, key) -> (params, opt_state, metrics)."""
+    tx = optax.chain(optax.clip_by_global_norm(clip_grad_norm_by), optax.adam(lr, eps=1e-4))
 
     def loss_fn(params, obs, key):
         return nnx.merge(graphdef, params).loss(obs, key)
@@ -69,7 +79,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, me
     def step(params, opt_state, batch, key):
         (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, to_frames(batch), key)
         updates, opt_state = tx.update(grads, opt_state, params)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         return optax.apply_updates(params, updates), opt_state, metrics
 
     replicated = NamedSharding(mesh, P())
@@ -81,8 +91,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, me
     )
 
 
-def make_eval_fns(graphdef: nnx.GraphDef, config: Config) -> tuple[Callable, Callable]:
-    """Jit-compiled validation loss and open-loop prediction (with SSIM/PSNR per frame)."""
+@functools.cache
+def make_eval_fns(graphdef: nnx.GraphDef, open_loop_ctx: int, ssim_data_range: float) -> tuple[Callable, Callable]:
+    """Jit-compiled validation loss and open-loop prediction (with SSIM/PSNR per frame); cached."""
 
     @jax.jit
     def val_loss(params, batch, key):
@@ -91,10 +102,10 @@ def make_eval_fns(graphdef: nnx.GraphDef, config: Config) -> tuple[Callable, Cal
     @jax.jit
     def open_loop(params, batch, key):
         obs = to_frames(batch)
-        pred = nnx.merge(graphdef, params).open_loop(obs, key, config.open_loop_ctx)
-        target = obs[:, config.open_loop_ctx :]
+        pred = nnx.merge(graphdef, params).open_loop(obs, key, open_loop_ctx)
+        target = obs[:, open_loop_ctx:]
         scores = {
-            "ssim": tools.ssim(pred, target, config.ssim_data_range),
+            "ssim": tools.ssim(pred, target, ssim_data_range),
             "psnr": tools.psnr(pred, target, 1.0),
         }
         return pred, scores
@@ -319,8 +330,8 @@ def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
         loader.set_state(data_state)
         print(f"resumed from {exp_dir / 'checkpoints'} at step {start}")
 
-    train_step = make_train_step(graphdef, tx, mesh)
-    eval_fns = make_eval_fns(graphdef, config)
+    train_step = train_step_fn(graphdef, config, mesh)
+    eval_fns = make_eval_fns(graphdef, config.open_loop_ctx, config.ssim_data_range)
     val_batches = list(
         data.make_eval_loader(
             config, config.val_seq_len or config.eval_seq_len, config.batch_size, config.batch_size * config.num_val_batches

@@ -98,7 +98,7 @@ def fake_states(levels=2, b=3, t=4, s=5, seed=0):
 
 def terms(config, priors, posts, b=3, t=4):
     obs = jnp.full((b, t, 64, 64, 1), 0.5)
-    return cwvae.elbo_terms(config, obs, jnp.zeros_like(obs), priors, posts)
+    return cwvae.elbo_terms(cwvae.LossOptions.from_config(config), obs, jnp.zeros_like(obs), priors, posts)
 
 
 def level_kls(priors, posts):

@@ -59,7 +59,7 @@ def test_two_devices_match_one_device(tiny):
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
         mesh = jax.make_mesh((len(devices),), ("data",), devices=devices, axis_types=(jax.sharding.AxisType.Auto,))
-        step = train.make_train_step(graphdef, tx, mesh)
+        step = train.train_step_fn(graphdef, c, mesh)
         params = jax.tree.map(np.array, params0)
         opt_state = tx.init(params)
         losses = []
@@ -72,16 +72,15 @@ def test_two_devices_match_one_device(tiny):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_train_step_compiles_once(tiny):
-    c = tiny()
-    graphdef, params = train.init_model(c)
-    tx = train.make_optimizer(c)
-    step = train.make_train_step(graphdef, tx, train.make_mesh())
-    opt_state = tx.init(params)
-    batch = np.zeros((c.batch_size, c.seq_len, 64, 64, 1), np.uint8)
-    for i in range(3):
-        params, opt_state, _ = step(params, opt_state, batch, train.step_key(0, i))
-    assert step._cache_size() == 1
+def test_second_run_of_same_config_does_not_recompile(tiny, tmp_path):
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, secs, **kw: compiles.append(event) if event == "/jax/core/compile/backend_compile_duration" else None
+    )
+    train.train(tiny(max_steps=3, save_scalars_every=2, save_gifs_every=2))
+    first = len(compiles)
+    train.train(tiny(max_steps=3, save_scalars_every=2, save_gifs_every=2, logdir=tmp_path / "again"))
+    assert first > 0 and len(compiles) == first, f"{len(compiles) - first} compilations in the second run"
 
 
 def test_non_finite_loss_stops_with_the_step(tiny):
