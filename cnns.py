@@ -4,19 +4,31 @@ The encoder maps frames to one input sequence per level of the hierarchy; the de
 maps the bottom level's states back to frames. Shapes are (B, T, H, W, C) with frames
 in [0, 1]; both fold B and T together so the convolutions run over all frames at once,
 outside the time scan.
+
+Speed: every conv here is kernel k, stride 2, VALID. XLA:CPU differentiates such convs
+badly (the kernel gradient of a stride-2 transposed conv runs ~40x slower than its forward
+pass; jax-ml/jax#23783). `conv_s2` and `conv_transpose_s2` therefore carry their own
+gradients: the two ops are each other's adjoint in x, and both kernel gradients are a few
+large matmuls over shifted strided slices. The mathematics and the parameters (ordinary
+HWIO kernels in nnx.Conv / nnx.ConvTranspose) are unchanged; `fast=False` on a module runs
+the plain nnx layers, which the tests compare against.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+from jax import lax
 
 from config import Config
 
 GLOROT = nnx.initializers.xavier_uniform()  # Keras' glorot_uniform, as in the official code
+_DN = ("NHWC", "HWIO", "NHWC")
 
 
 def conv_feature_size(config: Config) -> int:
@@ -32,20 +44,106 @@ def merge_time(x: jax.Array, factor: int) -> jax.Array:
     return x.reshape(b, (t + pad) // factor, factor, f).sum(axis=2)
 
 
+# Stride-2 VALID convolutions with hand-written gradients. Kernels are HWIO (k, k, Cin, Cout).
+# conv_s2:           y[i] = sum_j x[2i + j] @ w[j]          (N, H, W, Cin) -> (N, (H-k)//2+1, ., Cout)
+# conv_transpose_s2: y[2i + j] += x[i] @ w[k-1-j]           (N, H, W, Cin) -> (N, 2(H-1)+k, ., Cout)
+# (the second is lax.conv_transpose / nnx.ConvTranspose with VALID padding, kernel not flipped).
+
+
+def _flip_swap(w: jax.Array) -> jax.Array:
+    """The kernel of the adjoint op: spatially flipped, in/out channels swapped."""
+    return jnp.flip(w, (0, 1)).swapaxes(2, 3)
+
+
+def _tap_row(x: jax.Array, ky: int, k: int, out: int) -> jax.Array:
+    """The k taps x[2i + ky, 2j + kx] (kx = 0..k-1) concatenated on channels: (N, out, out, k*C)."""
+    end = 2 * out - 1
+    return jnp.concatenate([x[:, ky : ky + end : 2, kx : kx + end : 2] for kx in range(k)], axis=-1)
+
+
+def _correlate_s2(x: jax.Array, y: jax.Array, k: int) -> jax.Array:
+    """sum_i x[2i + j] (outer) y[i] for every tap j: the kernel gradient of conv_s2, (k, k, Cx, Cy).
+    One matmul per kernel row keeps the slice buffer at k (not k*k) taps."""
+    out, cx, cy = y.shape[1], x.shape[-1], y.shape[-1]
+    yf = y.reshape(-1, cy)
+    rows = [
+        jnp.dot(_tap_row(x, ky, k, out).reshape(-1, k * cx).T, yf, preferred_element_type=jnp.float32)
+        for ky in range(k)
+    ]
+    return jnp.stack(rows).reshape(k, k, cx, cy)
+
+
+def _conv_s2_forward(x: jax.Array, w: jax.Array) -> jax.Array:
+    return lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=_DN)
+
+
+def _conv_transpose_s2_forward(x: jax.Array, w: jax.Array) -> jax.Array:
+    if x.shape[1:3] == (1, 1):  # one pixel in: the output is its outer product with the kernel
+        k, _, cin, cout = w.shape
+        wm = jnp.flip(w, (0, 1)).transpose(2, 0, 1, 3).reshape(cin, k * k * cout)
+        return (x.reshape(-1, cin) @ wm).reshape(-1, k, k, cout)
+    return lax.conv_transpose(x, w, (2, 2), "VALID", dimension_numbers=_DN)
+
+
+@jax.custom_vjp
+def conv_s2(x: jax.Array, w: jax.Array) -> jax.Array:
+    """Stride-2 VALID convolution (N, H, W, Cin) x (k, k, Cin, Cout), fast gradients on CPU."""
+    return _conv_s2_forward(x, w)
+
+
+def _conv_s2_fwd(x, w):
+    return _conv_s2_forward(x, w), (x, w)
+
+
+def _conv_s2_bwd(res, dy):
+    x, w = res
+    dx = conv_transpose_s2(dy, _flip_swap(w))  # may be one row/column short of x (odd sizes)
+    dx = jnp.pad(dx, ((0, 0), (0, x.shape[1] - dx.shape[1]), (0, x.shape[2] - dx.shape[2]), (0, 0)))
+    return dx, _correlate_s2(x, dy, w.shape[0]).astype(w.dtype)
+
+
+conv_s2.defvjp(_conv_s2_fwd, _conv_s2_bwd)
+
+
+@jax.custom_vjp
+def conv_transpose_s2(x: jax.Array, w: jax.Array) -> jax.Array:
+    """Stride-2 VALID transposed convolution, as nnx.ConvTranspose; fast gradients on CPU."""
+    return _conv_transpose_s2_forward(x, w)
+
+
+def _conv_transpose_s2_fwd(x, w):
+    return _conv_transpose_s2_forward(x, w), (x, w)
+
+
+def _conv_transpose_s2_bwd(res, dy):
+    x, w = res
+    dx = conv_s2(dy, _flip_swap(w))
+    dw = jnp.flip(_correlate_s2(dy, x, w.shape[0]).swapaxes(2, 3), (0, 1))
+    return dx, dw.astype(w.dtype)
+
+
+conv_transpose_s2.defvjp(_conv_transpose_s2_fwd, _conv_transpose_s2_bwd)
+
+
+def _apply(layer: nnx.Conv | nnx.ConvTranspose, op, h: jax.Array, dtype) -> jax.Array:
+    """The layer's kernel and bias through `op` in `dtype` (what the nnx layer computes)."""
+    y = op(h.astype(dtype), layer.kernel[...].astype(dtype))
+    return y + layer.bias[...].astype(dtype)
+
+
 class Encoder(nnx.Module):
     """Frames (B, T, 64, 64, C) -> one input sequence per level: [(B, ceil(T / k**l), F)]."""
 
-    def __init__(self, config: Config, *, rngs: nnx.Rngs):
+    def __init__(self, config: Config, *, rngs: nnx.Rngs, fast: bool = True):
         self.levels = config.levels
         self.factor = config.tmp_abs_factor
         self.dtype = jnp.dtype(config.precision)
+        self.fast = fast  # conv_s2 with hand-written gradients; False: the plain nnx.Conv path
         width = config.filters * config.channels_mult
         chans = [config.channels, width, 2 * width, 4 * width, 8 * width]
         self.convs = nnx.List(
             [
-                nnx.Conv(
-                    cin, cout, (4, 4), strides=2, padding="VALID", kernel_init=GLOROT, dtype=self.dtype, rngs=rngs
-                )
+                nnx.Conv(cin, cout, (4, 4), strides=2, padding="VALID", kernel_init=GLOROT, dtype=self.dtype, rngs=rngs)
                 for cin, cout in zip(chans[:-1], chans[1:])
             ]
         )
@@ -55,9 +153,7 @@ class Encoder(nnx.Module):
         for _ in range(1, config.levels):
             sizes = [feat] + [config.enc_dense_embed_size] * (config.enc_dense_layers - 1) + [feat]
             self.dense.append(
-                nnx.List(
-                    [nnx.Linear(a, b, kernel_init=GLOROT, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])]
-                )
+                nnx.List([nnx.Linear(a, b, kernel_init=GLOROT, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
             )
 
     def __call__(self, obs: jax.Array) -> list[jax.Array]:
@@ -65,7 +161,8 @@ class Encoder(nnx.Module):
         assert obs.shape[2:4] == (64, 64), f"Encoder expects 64x64 frames, got {obs.shape}"
         h = obs.reshape(b * t, *obs.shape[2:]).astype(self.dtype)
         for conv in self.convs:
-            h = jax.nn.leaky_relu(conv(h), 0.2)
+            h = _apply(conv, conv_s2, h, self.dtype) if self.fast else conv(h)
+            h = jax.nn.leaky_relu(h, 0.2)
         h = h.reshape(b, t, -1).astype(jnp.float32)
         assert h.shape[-1] == self.feat, (h.shape, self.feat)
         inputs = [h]
@@ -80,8 +177,9 @@ class Encoder(nnx.Module):
 class Decoder(nnx.Module):
     """Bottom-level states (B, T, D) -> frame means (B, T, 64, 64, C) in [-1, 1] (tanh)."""
 
-    def __init__(self, config: Config, in_features: int, *, rngs: nnx.Rngs):
+    def __init__(self, config: Config, in_features: int, *, rngs: nnx.Rngs, fast: bool = True):
         self.dtype = jnp.dtype(config.precision)
+        self.fast = fast  # conv_transpose_s2 with hand-written gradients; False: plain nnx.ConvTranspose
         width = config.filters * config.channels_mult
         self.feat = 32 * width
         self.dense = nnx.Linear(in_features, self.feat, kernel_init=GLOROT, rngs=rngs)
@@ -96,12 +194,16 @@ class Decoder(nnx.Module):
             ]
         )
 
+    def _deconv(self, i: int, h: jax.Array) -> jax.Array:
+        layer = self.deconvs[i]
+        return _apply(layer, conv_transpose_s2, h, self.dtype) if self.fast else layer(h)
+
     def __call__(self, states: jax.Array) -> jax.Array:
         b, t = states.shape[:2]
         h = self.dense(states).reshape(b * t, 1, 1, self.feat).astype(self.dtype)
-        for deconv in self.deconvs[:-1]:
-            h = jax.nn.leaky_relu(deconv(h), 0.2)
-        h = jnp.tanh(self.deconvs[-1](h).astype(jnp.float32))
+        for i in range(len(self.deconvs) - 1):
+            h = jax.nn.leaky_relu(self._deconv(i, h), 0.2)
+        h = jnp.tanh(self._deconv(len(self.deconvs) - 1, h).astype(jnp.float32))
         assert h.shape[1:3] == (64, 64), f"Decoder produced {h.shape}, expected 64x64 frames"
         return h.reshape(b, t, *h.shape[1:])
 
@@ -109,3 +211,40 @@ class Decoder(nnx.Module):
 def level_lengths(seq_len: int, levels: int, factor: int) -> list[int]:
     """Steps per level for a clip of seq_len frames: ceil(T / k**l)."""
     return [math.ceil(seq_len / factor**level) for level in range(levels)]
+
+
+def _median_seconds(fn, *args, repeats: int = 3) -> float:
+    jax.block_until_ready(fn(*args))  # compile and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def conv_benchmark(config: Config, frames: int = 800, repeats: int = 3) -> dict[str, float]:
+    """Seconds (median) for the conv stacks' forward and forward+backward over `frames` frames,
+    plain nnx layers vs the fast ops: keys like 'encoder/fast/grad'. For bench.py."""
+    rngs = nnx.Rngs(0)
+    state = 8 * config.filters  # any width works for the decoder's input
+    frames_in = jax.random.uniform(jax.random.key(1), (1, frames, 64, 64, config.channels))
+    states = jax.random.normal(jax.random.key(2), (1, frames, state))
+    results = {}
+    for name, module, x in [
+        ("encoder", Encoder(config, rngs=rngs), frames_in),
+        ("decoder", Decoder(config, state, rngs=rngs), states),
+    ]:
+        for fast in (False, True):
+            module.fast = fast
+            graph, params = nnx.split(module)
+
+            def loss(p, x, graph=graph):
+                out = nnx.merge(graph, p)(x)
+                return sum(jnp.mean(o.astype(jnp.float32) ** 2) for o in jax.tree.leaves(out))
+
+            kind = "fast" if fast else "plain"
+            results[f"{name}/{kind}/forward"] = _median_seconds(jax.jit(loss), params, x, repeats=repeats)
+            grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+            results[f"{name}/{kind}/grad"] = _median_seconds(grad, params, x, repeats=repeats)
+    return results

@@ -1,0 +1,122 @@
+"""Encoder/decoder: the fast stride-2 conv ops equal the plain lax/nnx convs (forward and
+gradients in inputs and kernels) for every layer shape the model uses; output shapes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import ROOT
+from flax import nnx
+from jax import lax
+
+import cnns
+
+DN = ("NHWC", "HWIO", "NHWC")
+FRAMES = 3
+
+
+def plain_conv(x, w):
+    return lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=DN)
+
+
+def plain_conv_transpose(x, w):
+    return lax.conv_transpose(x, w, (2, 2), "VALID", dimension_numbers=DN)
+
+
+def value_and_grads(op, x, w, cotangent):
+    """op(x, w) and the gradients of <op(x, w), cotangent> in x and w."""
+    loss = lambda x, w: jnp.sum(op(x, w) * cotangent)
+    return op(x, w), *jax.grad(loss, argnums=(0, 1))(x, w)
+
+
+def assert_ops_agree(fast, plain, x_shape, w_shape):
+    kx, kw, kc = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, x_shape)
+    w = jax.random.normal(kw, w_shape) / np.sqrt(np.prod(w_shape[:3]))
+    cotangent = jax.random.normal(kc, plain(x, w).shape)
+    for name, got, want in zip(
+        ("output", "input grad", "kernel grad"),
+        value_and_grads(jax.jit(fast), x, w, cotangent),
+        value_and_grads(plain, x, w, cotangent),
+    ):
+        assert got.shape == want.shape, (name, got.shape, want.shape)
+        scale = float(jnp.max(jnp.abs(want)))
+        np.testing.assert_allclose(got, want, atol=1e-5 * scale, rtol=1e-4, err_msg=name)
+
+
+# (input size, Cin, Cout) of the mmnist encoder's four k=4 convs, and the same with 3 channels
+ENCODER_LAYERS = [(64, 1, 32), (64, 3, 32), (31, 32, 64), (14, 64, 128), (6, 128, 256)]
+# (input size, Cin, Cout, k) of the decoder's four transposed convs, and the last with 3 channels
+DECODER_LAYERS = [(1, 1024, 128, 5), (5, 128, 64, 5), (13, 64, 32, 6), (30, 32, 1, 6), (30, 32, 3, 6)]
+
+
+@pytest.mark.parametrize("size,cin,cout", ENCODER_LAYERS)
+def test_conv_s2_matches_lax_conv(size, cin, cout):
+    assert_ops_agree(cnns.conv_s2, plain_conv, (FRAMES, size, size, cin), (4, 4, cin, cout))
+
+
+@pytest.mark.parametrize("size,cin,cout,k", DECODER_LAYERS)
+def test_conv_transpose_s2_matches_lax_conv_transpose(size, cin, cout, k):
+    assert_ops_agree(cnns.conv_transpose_s2, plain_conv_transpose, (FRAMES, size, size, cin), (k, k, cin, cout))
+
+
+def mmnist(*argv):
+    import config as cfg_lib
+
+    return cfg_lib.parse(["--config", str(ROOT / "configs" / "mmnist.yml"), *argv])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_fast_encoder_and_decoder_match_plain_nnx_layers(channels):
+    config = mmnist("--channels", str(channels), "--filters", "8")
+    obs = jax.random.uniform(jax.random.key(1), (2, 3, 64, 64, channels))
+    states = jax.random.normal(jax.random.key(2), (2, 3, 20))
+    for module, x in [
+        (cnns.Encoder(config, rngs=nnx.Rngs(0)), obs),
+        (cnns.Decoder(config, 20, rngs=nnx.Rngs(0)), states),
+    ]:
+        graph, params = nnx.split(module)
+        results = []
+        for fast in (True, False):
+            module.fast = fast
+            graph, _ = nnx.split(module)
+            loss = lambda p, x, g=graph: sum(jnp.sum(jnp.sin(o)) for o in jax.tree.leaves(nnx.merge(g, p)(x)))
+            results.append(jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x))
+        got, want = results
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(a, b, atol=2e-4 * float(jnp.max(jnp.abs(b))) + 1e-6, rtol=1e-3)
+
+
+def test_encoder_gives_one_sequence_per_level():
+    config = mmnist()  # 3 levels, clock factor 6
+    inputs = nnx.jit(lambda m, x: m(x))(cnns.Encoder(config, rngs=nnx.Rngs(0)), jnp.zeros((1, 100, 64, 64, 1)))
+    feat = cnns.conv_feature_size(config)
+    assert [x.shape for x in inputs] == [(1, 100, feat), (1, 17, feat), (1, 3, feat)]
+    assert cnns.level_lengths(100, 3, 6) == [100, 17, 3]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_decoder_gives_tanh_frames(channels):
+    config = mmnist("--channels", str(channels))
+    decoder = cnns.Decoder(config, 220, rngs=nnx.Rngs(0))
+    frames = nnx.jit(lambda m, x: m(x))(decoder, jax.random.normal(jax.random.key(0), (2, 5, 220)))
+    assert frames.shape == (2, 5, 64, 64, channels)
+    assert bool(jnp.all(jnp.abs(frames) <= 1))
+
+
+def test_bfloat16_convs_match_float32_loosely():
+    config32, config16 = mmnist("--filters", "8"), mmnist("--filters", "8", "--precision", "bfloat16")
+    obs = jax.random.uniform(jax.random.key(1), (1, 2, 64, 64, 1))
+    enc32, enc16 = cnns.Encoder(config32, rngs=nnx.Rngs(0)), cnns.Encoder(config16, rngs=nnx.Rngs(0))
+    assert enc16.convs[0].kernel[...].dtype == jnp.float32  # params stay float32
+    grad = nnx.jit(nnx.grad(lambda m: jnp.sum(m(obs)[0] ** 2)))
+    g32, g16 = grad(enc32), grad(enc16)
+    a, b = g32.convs[0].kernel[...], g16.convs[0].kernel[...]
+    assert b.dtype == jnp.float32
+    np.testing.assert_allclose(b, a, atol=0.05 * float(jnp.max(jnp.abs(a))))
+
+
+def test_mmnist_parameter_count_is_unchanged():
+    import cwvae
+
+    assert cwvae.count_params(cwvae.CWVAE(mmnist(), rngs=nnx.Rngs(0))) == 12_465_617
