@@ -329,6 +329,37 @@ def parse(argv: list[str] | None = None, num_devices: int | None = None) -> Conf
     return validate(config, num_devices)
 
 
+def find_run_dir(path: str) -> pathlib.Path:
+    """The experiment folder (holding config.yml) of a checkpoint folder or of itself."""
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise ConfigError(f"key 'logdir' got '{path}', which does not exist; pass an experiment or checkpoint folder")
+    for candidate in (p, *p.parents[:3]):
+        if (candidate / "config.yml").is_file():
+            return candidate
+    raise ConfigError(f"key 'logdir' got '{path}': no config.yml in it or the folders above; pass a run's folder")
+
+
+def parse_saved(
+    argv: list[str] | None = None, num_devices: int | None = None
+) -> tuple[Config, pathlib.Path, pathlib.Path]:
+    """For eval: the run's saved config.yml (found from --logdir) < the command line.
+    Returns the config, the run's folder and the folder --logdir named."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:
+        print("python eval.py --logdir <experiment or checkpoint folder> [--key value ...]\n\n" + help_text())
+        raise SystemExit(0)
+    cli = _parse_cli(argv)
+    if "logdir" not in cli:
+        raise ConfigError("key 'logdir' is required: pass --logdir <experiment or checkpoint folder>")
+    target = cli.pop("logdir")
+    run_dir = find_run_dir(target)
+    saved = str(run_dir / "config.yml")
+    config = apply(Config(), load_yaml(saved), f"config file '{saved}'")
+    config = apply(config, cli, "command line")
+    return validate(config, num_devices), run_dir, pathlib.Path(target)
+
+
 def with_wandb(config: Config, run_config: dict[str, Any], num_devices: int | None = None) -> Config:
     """Apply the keys a wandb sweep set in the run config (highest priority)."""
     overrides = {k: v for k, v in dict(run_config).items() if k in FIELDS and v != getattr(config, k)}

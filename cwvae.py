@@ -248,7 +248,16 @@ class CWVAE(nnx.Module):
         decoded, priors, posts = self(obs, key)
         return elbo_terms(self.loss_options, obs, decoded, priors, posts)
 
-    def open_loop(self, obs: jax.Array, key: jax.Array, context_frames: int) -> jax.Array:
+    def decode_chunked(self, states: jax.Array, chunk: int) -> jax.Array:
+        """Decode (B, T, D) -> (B, T, H, W, C) `chunk` frames per video at a time, so that
+        peak memory grows with the frames kept, not with the decoder's activations."""
+        b, t, d = states.shape
+        n = -(-t // chunk)
+        x = jnp.pad(states, ((0, 0), (0, n * chunk - t), (0, 0))).reshape(b, n, chunk, d)
+        frames = jax.lax.map(self.decoder, jnp.swapaxes(x, 0, 1))
+        return jnp.swapaxes(frames, 0, 1).reshape(b, n * chunk, *frames.shape[3:])[:, :t]
+
+    def open_loop(self, obs: jax.Array, key: jax.Array, context_frames: int, chunk: int = 100) -> jax.Array:
         """Observe the first `context_frames` frames of obs (B, T, H, W, C), then predict the
         rest from the priors alone. Returns predicted frame means (B, T - context_frames, H, W, C)."""
         t = obs.shape[1]
@@ -263,7 +272,7 @@ class CWVAE(nnx.Module):
         lengths = [-(-t // self.factor**lvl) - inp.shape[1] for lvl, inp in enumerate(inputs)]
         blank = [jnp.zeros((obs.shape[0], n, inp.shape[-1])) for n, inp in zip(lengths, inputs)]
         priors, _ = self.hierarchy(blank, key_pred, [False] * self.levels, last, offset=context_frames)
-        return self.decoder(priors[0].output)
+        return self.decode_chunked(priors[0].output, chunk)
 
 
 def elbo_terms(

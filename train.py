@@ -19,6 +19,7 @@ import time
 from typing import Any, Callable
 
 import jax
+from absl import logging as absl_logging
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -166,22 +167,42 @@ def restore_checkpoint(manager, step: int, params, opt_state) -> tuple[Any, Any,
     return out.state["params"], out.state["opt_state"], out.data
 
 
+def check_shapes(state_dir: pathlib.Path, params) -> None:
+    """Compare the stored parameter shapes with the model's before restoring, so a wrong
+    config.yml gives a one-line error naming the first parameter that differs."""
+    def name(path) -> str:
+        keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+        return "/".join(keys[:-1] if keys and keys[-1] == "value" else keys)
+
+    stored = ocp.PyTreeCheckpointer().metadata(state_dir.absolute()).item_metadata["params"]
+    stored = {name(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(stored)}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(params)):
+        want = stored.get(name(path))
+        if want != leaf.shape:
+            raise ConfigError(
+                f"checkpoint '{state_dir.parent}' does not match config.yml's model: parameter {name(path)} "
+                f"is {want} in the checkpoint and {leaf.shape} in the model"
+            )
+
+
 def load_params(checkpoint_dir: pathlib.Path, config: Config, step: int | None = None) -> tuple[nnx.GraphDef, Any, int]:
     """The model of a run for evaluation: (graphdef, params, step) from its checkpoints folder."""
     graphdef, params = init_model(config)
-    manager = ocp.CheckpointManager(pathlib.Path(checkpoint_dir).absolute(), options=ocp.CheckpointManagerOptions(read_only=True))
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise ConfigError(f"no checkpoint in '{checkpoint_dir}'; train first or pass the experiment folder")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, params)
-    try:
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-            {"params": abstract}, restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(), {"params": abstract}),
-            partial_restore=True)))
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(
-            f"checkpoint '{checkpoint_dir}/{step}' does not match config.yml's model: {str(e).splitlines()[0][:200]}"
-        ) from None
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), params)}
+    options = ocp.CheckpointManagerOptions(create=False)
+    with ocp.CheckpointManager(pathlib.Path(checkpoint_dir).absolute(), options=options) as manager:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise ConfigError(f"no checkpoint in '{checkpoint_dir}'; train first or pass the experiment folder")
+        check_shapes(pathlib.Path(checkpoint_dir) / str(step) / "state", params)
+        restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=device), abstract)
+        args = ocp.args.PyTreeRestore(abstract, restore_args=restore_args, partial_restore=True)
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(state=args))
+        except (ValueError, KeyError, TypeError) as e:
+            reason = str(e).splitlines()[0].split(". Truncating")[0][:200]
+            raise ConfigError(f"checkpoint '{checkpoint_dir}/{step}' does not match config.yml's model: {reason}") from None
     return graphdef, restored.state["params"], step
 
 
@@ -408,6 +429,8 @@ def _progress(config: Config, start: int, total: int):
 
 
 def main(argv: list[str] | None = None) -> None:
+    absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's info/warning lines; errors still show
+
     def run():
         config = cfg_lib.parse(argv, jax.device_count())
         try:
