@@ -17,7 +17,7 @@ import secrets
 import sys
 import types
 import typing
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import yaml
 
@@ -29,7 +29,7 @@ class ConfigError(ValueError):
 @dataclasses.dataclass
 class Config:
     # --- files -----------------------------------------------------------------
-    config: Optional[str] = None  # YAML file with the dataset's overrides
+    config: str | None = None  # YAML file with the dataset's overrides
     datadir: str = "data"  # root of the prepared (and generated) datasets
     logdir: str = "logs"  # root of the experiment folders (eval.py: the checkpoint folder)
     # --- model -----------------------------------------------------------------
@@ -44,7 +44,7 @@ class Config:
     cell_min_stddev: float = 1e-4  # added to every stddev
     cell_mean_only: bool = False  # sample := mean (deterministic model)
     cell_reset_state: bool = False  # reset the stochastic sample at each parent tick (VTA-like)
-    use_obs: Optional[str] = None  # per level, whether the posterior sees observations ("TTF"); null: all
+    use_obs: str | None = None  # per level, whether the posterior sees observations ("TTF"); null: all
     channels_mult: int = 1  # width multiplier of the encoder/decoder convs
     filters: int = 32  # base conv width
     precision: str = "float32"  # matmul/conv dtype: float32 or bfloat16 (GPU/TPU); params stay float32
@@ -60,23 +60,23 @@ class Config:
     lr: float = 3e-4  # Adam learning rate (Adam eps 1e-4)
     batch_size: int = 50  # global batch, split over all devices
     num_epochs: int = 300  # passes over the training split
-    max_steps: Optional[int] = None  # stop after this many steps (demos, benchmarks); null: no bound
+    max_steps: int | None = None  # stop after this many steps (demos, benchmarks); null: no bound
     clip_grad_norm_by: float = 10000.0  # global-norm gradient clipping
-    beta: Union[float, list, None] = None  # KL weight: one number or one per level; null: 1
-    free_nats: Optional[float] = None  # KL per level is max(0, KL - free_nats)
-    kl_grad_post_perc: Optional[float] = None  # KL balancing: share of the KL gradient to the posterior
-    seed: Optional[int] = None  # one seed fixes the whole run; null: drawn once and saved
+    beta: float | list | None = None  # KL weight: one number or one per level; null: 1
+    free_nats: float | None = None  # KL per level is max(0, KL - free_nats)
+    kl_grad_post_perc: float | None = None  # KL balancing: share of the KL gradient to the posterior
+    seed: int | None = None  # one seed fixes the whole run; null: drawn once and saved
     # --- summaries and checkpoints ---------------------------------------------
     open_loop_ctx: int = 36  # context frames before open-loop prediction
     num_val_batches: int = 1  # validation batches per summary
-    val_seq_len: Optional[int] = None  # clip length of training-time validation; null: eval_seq_len
+    val_seq_len: int | None = None  # clip length of training-time validation; null: eval_seq_len
     save_gifs: bool = True  # log open-loop prediction videos
     save_scalars_every: int = 1000  # steps between scalar summaries
     save_gifs_every: int = 1000  # steps between video summaries
     save_model_every: int = 1000  # steps between (latest) checkpoints
     save_named_model_every: int = 5000  # steps between permanent checkpoints
     wandb_project: str = "cwvae"  # wandb project
-    wandb_mode: Optional[str] = None  # online, offline or disabled; null: $WANDB_MODE, else offline without an API key
+    wandb_mode: str | None = None  # online, offline or disabled; null: $WANDB_MODE, else offline without an API key
     progress: bool = True  # show a tqdm progress bar
     # --- evaluation ------------------------------------------------------------
     num_examples: int = 100  # eval: test videos
@@ -261,10 +261,28 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
         c.wandb_mode is None or c.wandb_mode in WANDB_MODES,
         f"key 'wandb_mode' got {c.wandb_mode!r}; valid: {', '.join(WANDB_MODES)} or null",
     )
-    for key in ("levels", "tmp_abs_factor", "enc_dense_layers", "enc_dense_embed_size", "cell_stoch_size",
-                "cell_deter_size", "cell_embed_size", "channels_mult", "filters", "batch_size", "num_epochs",
-                "save_scalars_every", "save_gifs_every", "save_model_every", "save_named_model_every",
-                "num_examples", "num_samples", "eval_batch_size", "num_val_batches", "eval_seq_len"):
+    for key in (
+        "levels",
+        "tmp_abs_factor",
+        "enc_dense_layers",
+        "enc_dense_embed_size",
+        "cell_stoch_size",
+        "cell_deter_size",
+        "cell_embed_size",
+        "channels_mult",
+        "filters",
+        "batch_size",
+        "num_epochs",
+        "save_scalars_every",
+        "save_gifs_every",
+        "save_model_every",
+        "save_named_model_every",
+        "num_examples",
+        "num_samples",
+        "eval_batch_size",
+        "num_val_batches",
+        "eval_seq_len",
+    ):
         check(getattr(c, key) >= 1, f"key '{key}' got {getattr(c, key)}; must be >= 1")
     check(c.seq_len >= 1, f"key 'seq_len' got {c.seq_len}; must be >= 1")
     check(c.channels in (1, 3), f"key 'channels' got {c.channels}; valid: 1 or 3")
@@ -309,7 +327,10 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
 
 def help_text() -> str:
     docs = _comments()
-    lines = ["Every key can be set as --key value or --key=value (priority: defaults < --config YAML < CLI < wandb).", ""]
+    lines = [
+        "Every key can be set as --key value or --key=value (priority: defaults < --config YAML < CLI < wandb).",
+        "",
+    ]
     for name, f in FIELDS.items():
         lines.append(f"  --{name:<24} {docs.get(name, '')} [default: {f.default!r}]")
     return "\n".join(lines)

@@ -29,7 +29,7 @@ class LossOptions(NamedTuple):
     kl_grad_post_perc: float | None
 
     @classmethod
-    def from_config(cls, config: Config) -> "LossOptions":
+    def from_config(cls, config: Config) -> LossOptions:
         return cls(config.dec_stddev, tuple(config.beta_per_level()), config.free_nats, config.kl_grad_post_perc)
 
 

@@ -11,7 +11,6 @@ sample (NPZ and plot) and metrics.json.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import pathlib
@@ -20,9 +19,9 @@ import time
 from typing import Any
 
 import jax
-from absl import logging as absl_logging
 import jax.numpy as jnp
 import numpy as np
+from absl import logging as absl_logging
 from flax import nnx
 
 import config as cfg_lib

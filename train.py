@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 import signal
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
-from absl import logging as absl_logging
 import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -170,6 +170,7 @@ def restore_checkpoint(manager, step: int, params, opt_state) -> tuple[Any, Any,
 def check_shapes(state_dir: pathlib.Path, params) -> None:
     """Compare the stored parameter shapes with the model's before restoring, so a wrong
     config.yml gives a one-line error naming the first parameter that differs."""
+
     def name(path) -> str:
         keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
         return "/".join(keys[:-1] if keys and keys[-1] == "value" else keys)
@@ -202,7 +203,9 @@ def load_params(checkpoint_dir: pathlib.Path, config: Config, step: int | None =
             restored = manager.restore(step, args=ocp.args.Composite(state=args))
         except (ValueError, KeyError, TypeError) as e:
             reason = str(e).splitlines()[0].split(". Truncating")[0][:200]
-            raise ConfigError(f"checkpoint '{checkpoint_dir}/{step}' does not match config.yml's model: {reason}") from None
+            raise ConfigError(
+                f"checkpoint '{checkpoint_dir}/{step}' does not match config.yml's model: {reason}"
+            ) from None
     return graphdef, restored.state["params"], step
 
 
@@ -355,7 +358,10 @@ def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
     eval_fns = make_eval_fns(graphdef, config.open_loop_ctx, config.ssim_data_range)
     val_batches = list(
         data.make_eval_loader(
-            config, config.val_seq_len or config.eval_seq_len, config.batch_size, config.batch_size * config.num_val_batches
+            config,
+            config.val_seq_len or config.eval_seq_len,
+            config.batch_size,
+            config.batch_size * config.num_val_batches,
         )
     )[: config.num_val_batches]
     batch_sharding = NamedSharding(mesh, P("data"))

@@ -21,8 +21,19 @@ def tiny(tmp_path):
     import config as cfg_lib
 
     def make(*argv, **overrides):
-        args = ["--config", str(ROOT / "configs" / "tiny.yml"), "--datadir", str(tmp_path / "data"),
-                "--logdir", str(tmp_path / "logs"), "--seed", "0", "--progress", "false", *argv]
+        args = [
+            "--config",
+            str(ROOT / "configs" / "tiny.yml"),
+            "--datadir",
+            str(tmp_path / "data"),
+            "--logdir",
+            str(tmp_path / "logs"),
+            "--seed",
+            "0",
+            "--progress",
+            "false",
+            *argv,
+        ]
         for key, value in overrides.items():
             args += [f"--{key}", str(value)]
         return cfg_lib.parse(args)

@@ -4,17 +4,18 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
 import config as cfg_lib
 from config import ConfigError
-from conftest import ROOT
 
 
 def test_yaml_overrides_defaults_and_cli_overrides_yaml():
     c = cfg_lib.parse(["--config", str(ROOT / "configs/minerl.yml")])
     assert (c.cell_deter_size, c.lr, c.levels) == (800, 1e-4, 3)
-    c = cfg_lib.parse(["--config", str(ROOT / "configs/minerl.yml"), "--lr", "2e-4", "--levels=2",
-                       "--open_loop_ctx", "6"])
+    c = cfg_lib.parse(
+        ["--config", str(ROOT / "configs/minerl.yml"), "--lr", "2e-4", "--levels=2", "--open_loop_ctx", "6"]
+    )
     assert (c.lr, c.levels) == (2e-4, 2)
 
 
@@ -78,15 +79,21 @@ def test_wandb_unknown_key_is_an_error():
 
 @pytest.mark.parametrize("script", ["train.py", "eval.py"])
 def test_scripts_exit_2_with_one_line_error(script):
-    out = subprocess.run([sys.executable, str(ROOT / script), "--open_loop_ctx", "30"], capture_output=True,
-                         text=True, cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / script), "--open_loop_ctx", "30"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().count("\n") == 0 and "open_loop_ctx" in out.stderr, out.stderr
 
 
 def test_help_lists_every_key_with_doc():
-    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True,
-                         cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert out.returncode == 0
     for name in cfg_lib.FIELDS:
         assert f"--{name}" in out.stdout

@@ -7,20 +7,32 @@ import sys
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from conftest import ROOT
 
 import config as cfg_lib
 import eval as eval_lib
 import train
 from config import ConfigError
-from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny model trained for a few steps; returns its experiment folder."""
     tmp = tmp_path_factory.mktemp("run")
-    args = ["--config", str(ROOT / "configs/tiny.yml"), "--datadir", str(tmp / "data"), "--logdir", str(tmp / "logs"),
-            "--seed", "0", "--progress", "false", "--max_steps", "4"]
+    args = [
+        "--config",
+        str(ROOT / "configs/tiny.yml"),
+        "--datadir",
+        str(tmp / "data"),
+        "--logdir",
+        str(tmp / "logs"),
+        "--seed",
+        "0",
+        "--progress",
+        "false",
+        "--max_steps",
+        "4",
+    ]
     return train.train(cfg_lib.parse(args)).exp_dir
 
 
@@ -68,8 +80,13 @@ def test_eval_errors_are_one_line(trained, tmp_path):
     with pytest.raises(ConfigError, match="must be greater than open_loop_ctx"):
         cfg_lib.parse_saved(["--logdir", str(trained), "--eval_seq_len", "8"])
     config, run, target = cfg_lib.parse_saved(["--logdir", str(trained), "--eval_seq_len", "5000"])
-    out = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--logdir", str(trained), "--eval_seq_len", "5000"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "eval.py"), "--logdir", str(trained), "--eval_seq_len", "5000"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert out.returncode == 2 and "fewer than seq_len = 5000" in out.stderr, out.stderr
     empty = tmp_path / "run"
     empty.mkdir()

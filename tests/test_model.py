@@ -4,12 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import ROOT
 from flax import nnx
 
 import config as cfg_lib
 import cwvae
 from cnns import level_lengths
-from conftest import ROOT
 from cwvae import CellState
 
 
@@ -83,16 +83,16 @@ def fake_states(levels=2, b=3, t=4, s=5, seed=0):
     """Random prior/posterior sequences with a known KL, for checking the loss options."""
     keys = iter(jax.random.split(jax.random.key(seed), 8 * levels))
     priors, posts = [], []
+
+    def state(k1, k2, n):
+        mean = jax.random.normal(k1, (b, n, s))
+        std = jnp.exp(0.5 * jax.random.normal(k2, (b, n, s)))
+        return CellState(mean, std, mean, jnp.zeros((b, n, 1)), jnp.zeros((b, n, 1)))
+
     for level in range(levels):
         n = t // (2**level)
-
-        def state(k1, k2):
-            mean = jax.random.normal(k1, (b, n, s))
-            std = jnp.exp(0.5 * jax.random.normal(k2, (b, n, s)))
-            return CellState(mean, std, mean, jnp.zeros((b, n, 1)), jnp.zeros((b, n, 1)))
-
-        priors.append(state(next(keys), next(keys)))
-        posts.append(state(next(keys), next(keys)))
+        priors.append(state(next(keys), next(keys), n))
+        posts.append(state(next(keys), next(keys), n))
     return priors, posts
 
 
@@ -102,8 +102,10 @@ def terms(config, priors, posts, b=3, t=4):
 
 
 def level_kls(priors, posts):
-    return [float(jnp.mean(jnp.sum(cwvae.gaussian_kl(q.mean, q.stddev, p.mean, p.stddev), 1)))
-            for p, q in zip(priors, posts)]
+    return [
+        float(jnp.mean(jnp.sum(cwvae.gaussian_kl(q.mean, q.stddev, p.mean, p.stddev), 1)))
+        for p, q in zip(priors, posts)
+    ]
 
 
 def test_loss_is_nll_plus_kl_per_frame():
@@ -194,13 +196,15 @@ def test_open_loop_ignores_frames_after_context(tiny):
     c = tiny()
     model = make_model(c)
     obs = video(c, t=c.eval_seq_len)
-    changed = obs.at[:, c.open_loop_ctx:].set(0.0)
+    changed = obs.at[:, c.open_loop_ctx :].set(0.0)
     a = model.open_loop(obs, jax.random.key(0), c.open_loop_ctx)
     b = model.open_loop(changed, jax.random.key(0), c.open_loop_ctx)
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name, ours, official", [("mmnist", 12_465_617, 12_466_817), ("minerl", 34_391_827, 34_396_627)])
+@pytest.mark.parametrize(
+    "name, ours, official", [("mmnist", 12_465_617, 12_466_817), ("minerl", 34_391_827, 34_396_627)]
+)
 def test_parameter_counts_match_spec(name, ours, official):
     c = cfg_lib.parse(["--config", str(ROOT / f"configs/{name}.yml")])
     model = nnx.eval_shape(lambda: cwvae.CWVAE(c, rngs=nnx.Rngs(0)))

@@ -9,10 +9,9 @@ import time
 import jax
 import numpy as np
 import pytest
-from flax import nnx
+from conftest import ROOT
 
 import train
-from conftest import ROOT
 
 
 def leaves(params):
@@ -75,7 +74,9 @@ def test_two_devices_match_one_device(tiny):
 def test_second_run_of_same_config_does_not_recompile(tiny, tmp_path):
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(
-        lambda event, secs, **kw: compiles.append(event) if event == "/jax/core/compile/backend_compile_duration" else None
+        lambda event, secs, **kw: (
+            compiles.append(event) if event == "/jax/core/compile/backend_compile_duration" else None
+        )
     )
     train.train(tiny(max_steps=3, save_scalars_every=2, save_gifs_every=2))
     first = len(compiles)
@@ -90,10 +91,28 @@ def test_non_finite_loss_stops_with_the_step(tiny):
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/tiny.yml"), "--seed", "0",
-           "--datadir", str(tmp_path / "data"), "--logdir", str(tmp_path / "logs"), "--max_steps", "100000",
-           "--num_epochs", "100000", "--save_model_every", "100000", "--save_named_model_every", "100000",
-           "--progress", "false"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "--config",
+        str(ROOT / "configs/tiny.yml"),
+        "--seed",
+        "0",
+        "--datadir",
+        str(tmp_path / "data"),
+        "--logdir",
+        str(tmp_path / "logs"),
+        "--max_steps",
+        "100000",
+        "--num_epochs",
+        "100000",
+        "--save_model_every",
+        "100000",
+        "--save_named_model_every",
+        "100000",
+        "--progress",
+        "false",
+    ]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ckpt_root = next(iter((tmp_path / "logs" / "mmnist").glob("*")), None)
     deadline = time.time() + 240

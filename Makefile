@@ -1,0 +1,24 @@
+# make train: a fresh venv, then train the paper's mmnist model on generated Moving MNIST.
+# make test:  the same venv, then lint and the whole test suite (tiny configs, ~10 min on 2 cores).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+$(BIN)/.installed: requirements.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+.PHONY: setup train test lint bench
+setup: $(BIN)/.installed
+
+train: setup
+	$(BIN)/python train.py --config configs/mmnist.yml $(ARGS)
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q tests
+
+bench: setup
+	$(BIN)/python bench.py $(ARGS)
