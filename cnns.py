@@ -9,7 +9,9 @@ Speed: every conv here is kernel k, stride 2, VALID. XLA:CPU differentiates such
 badly (the kernel gradient of a stride-2 transposed conv runs ~40x slower than its forward
 pass; jax-ml/jax#23783). `conv_s2` and `conv_transpose_s2` therefore carry their own
 gradients: the two ops are each other's adjoint in x, and both kernel gradients are a few
-large matmuls over shifted strided slices. The mathematics and the parameters (ordinary
+large matmuls over shifted strided slices. Forward passes pick the fastest plain form per shape:
+the sub-pixel (phase) form for even transposed kernels (one stride-1 conv to 4*Cout channels,
+then depth-to-space), a matmul over all taps when the output is 1 or 2 pixels wide. The mathematics and the parameters (ordinary
 HWIO kernels in nnx.Conv / nnx.ConvTranspose) are unchanged; `fast=False` on a module runs
 the plain nnx layers, which the tests compare against.
 """
@@ -74,15 +76,37 @@ def _correlate_s2(x: jax.Array, y: jax.Array, k: int) -> jax.Array:
 
 
 def _conv_s2_forward(x: jax.Array, w: jax.Array) -> jax.Array:
+    k, _, cin, cout = w.shape
+    out = (x.shape[1] - k) // 2 + 1
+    if out <= 2:  # few output pixels, many channels: one matmul over all k*k taps beats lax.conv
+        taps = jnp.concatenate([_tap_row(x, ky, k, out) for ky in range(k)], axis=-1)
+        return taps @ w.reshape(k * k * cin, cout)
     return lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=_DN)
 
 
+def _phase_kernel(w: jax.Array) -> jax.Array:
+    """The stride-1 kernel (k/2, k/2, Cin, 4*Cout) of the sub-pixel form of conv_transpose_s2 (k even):
+    output phase (py, px) at pixel m is sum_t x[m - t] @ w[k-1 - 2t - p]."""
+    k, _, cin, cout = w.shape
+    t = k // 2
+    v = jnp.flip(w, (0, 1)).reshape(t, 2, t, 2, cin, cout)  # v[ty, py, tx, px] = w[k-1 - 2ty - py, ...]
+    v = jnp.flip(v, (0, 2))  # correlation order: tap s pairs x[m - (t-1) + s] with t-1-s
+    return v.transpose(0, 2, 4, 1, 3, 5).reshape(t, t, cin, 4 * cout)
+
+
 def _conv_transpose_s2_forward(x: jax.Array, w: jax.Array) -> jax.Array:
-    if x.shape[1:3] == (1, 1):  # one pixel in: the output is its outer product with the kernel
-        k, _, cin, cout = w.shape
+    n, h, _, cin = x.shape
+    k, _, _, cout = w.shape
+    if h == 1:  # one pixel in: the output is its outer product with the kernel
         wm = jnp.flip(w, (0, 1)).transpose(2, 0, 1, 3).reshape(cin, k * k * cout)
-        return (x.reshape(-1, cin) @ wm).reshape(-1, k, k, cout)
-    return lax.conv_transpose(x, w, (2, 2), "VALID", dimension_numbers=_DN)
+        return (x.reshape(n, cin) @ wm).reshape(n, k, k, cout)
+    if k % 2:  # odd kernels would waste taps in the sub-pixel form
+        return lax.conv_transpose(x, w, (2, 2), "VALID", dimension_numbers=_DN)
+    # Sub-pixel form: one stride-1 conv gives the 4 output phases as channels, then depth-to-space.
+    t = k // 2
+    y = lax.conv_general_dilated(x, _phase_kernel(w), (1, 1), [(t - 1, t - 1)] * 2, dimension_numbers=_DN)
+    m = y.shape[1]  # = h + t - 1, and 2m = 2(h-1) + k
+    return y.reshape(n, m, m, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * m, 2 * m, cout)
 
 
 @jax.custom_vjp

@@ -66,8 +66,7 @@ def mmnist(*argv):
     return cfg_lib.parse(["--config", str(ROOT / "configs" / "mmnist.yml"), *argv])
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_fast_encoder_and_decoder_match_plain_nnx_layers(channels):
+def test_fast_encoder_and_decoder_match_plain_nnx_layers(channels=3):
     config = mmnist("--channels", str(channels), "--filters", "8")
     obs = jax.random.uniform(jax.random.key(1), (2, 3, 64, 64, channels))
     states = jax.random.normal(jax.random.key(2), (2, 3, 20))
