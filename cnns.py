@@ -12,8 +12,8 @@ gradients: the two ops are each other's adjoint in x, and both kernel gradients 
 large matmuls over shifted strided slices. Forward passes pick the fastest plain form per shape:
 the sub-pixel (phase) form for even transposed kernels (one stride-1 conv to 4*Cout channels,
 then depth-to-space), a matmul over all taps when the output is 1 or 2 pixels wide.
-The mathematics and the parameters (ordinary HWIO kernels in nnx.Conv / nnx.ConvTranspose) are unchanged; `fast=False` on a module runs
-the plain nnx layers, which the tests compare against.
+The mathematics and the parameters (ordinary HWIO kernels in nnx.Conv / nnx.ConvTranspose)
+are unchanged; `fast=False` on a module runs the plain nnx layers, which the tests compare against.
 """
 
 from __future__ import annotations
