@@ -291,7 +291,13 @@ def validation_summary(config, params, val_batches, eval_fns, step: int, with_vi
             values.setdefault(k, []).append(float(v))
         if with_videos and i == 0:
             log_video(config, batch, pred, "val/open_loop", step, log)
-    log({f"val/{k}": float(np.mean(v)) for k, v in values.items()}, step)
+    summary = {f"val/{k}": float(np.mean(v)) for k, v in values.items()}
+    log(summary, step)
+    print(
+        f"step {step}: val/loss {summary['val/loss']:.2f} open-loop SSIM {summary['val/open_loop_ssim']:.3f} "
+        f"PSNR {summary['val/open_loop_psnr']:.2f}",
+        flush=True,
+    )
 
 
 def summarize(config, params, batch, val_batches, eval_fns, step: int, log) -> None:
@@ -393,6 +399,8 @@ def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
             rate = (s - clock[1]) / max(now - clock[0], 1e-9)
             clock[:] = [now, s]
             log({**scalars(metrics, "train"), "train/steps_per_sec": rate}, s)
+            text = f"step {s}: loss {loss:.2f} nll {float(metrics['nll_term']):.2f} kl {float(metrics['kl_term']):.3f}"
+            (bar.write if bar is not None else print)(f"{text} ({rate:.2f} steps/s)")
 
     step = start
     print(f"training from step {start} to {total} in {exp_dir}", flush=True)

@@ -77,17 +77,21 @@ def test_wandb_unknown_key_is_an_error():
         cfg_lib.with_wandb(cfg_lib.Config(), {"lrate": 1.0})
 
 
-@pytest.mark.parametrize("script", ["train.py", "eval.py"])
-def test_scripts_exit_2_with_one_line_error(script):
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["train.py", "--open_loop_ctx", "30"], "open_loop_ctx"),
+        (["train.py", "--levls", "2"], "did you mean 'levels'"),
+        (["eval.py", "--logdir", "no/such/run"], "does not exist"),
+        (["eval.py", "--open_loop_ctx", "30"], "key 'logdir' is required"),
+    ],
+)
+def test_scripts_exit_2_with_one_line_error(argv, words):
     out = subprocess.run(
-        [sys.executable, str(ROOT / script), "--open_loop_ctx", "30"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
+        [sys.executable, str(ROOT / argv[0]), *argv[1:]], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
     assert out.returncode == 2, out.stderr
-    assert out.stderr.strip().count("\n") == 0 and "open_loop_ctx" in out.stderr, out.stderr
+    assert out.stderr.strip().count("\n") == 0 and words in out.stderr, out.stderr
 
 
 def test_help_lists_every_key_with_doc():

@@ -42,14 +42,10 @@ def test_hierarchy_lengths_and_shapes_mmnist_sized_clock(tiny):
     "overrides",
     [
         {},
-        {"channels": 3},
+        {"channels": 3, "cell_mean_only": True, "channels_mult": 2},
         {"levels": 1, "open_loop_ctx": 1},
-        {"levels": 4, "tmp_abs_factor": 2, "open_loop_ctx": 8},
-        {"levels": 3, "tmp_abs_factor": 8, "open_loop_ctx": 64, "eval_seq_len": 70, "seq_len": 20},
-        {"cell_mean_only": True},
-        {"cell_reset_state": True},
-        {"use_obs": "TF"},
-        {"channels_mult": 2},
+        {"levels": 4, "tmp_abs_factor": 2, "open_loop_ctx": 8, "cell_reset_state": True},
+        {"levels": 3, "tmp_abs_factor": 8, "open_loop_ctx": 64, "eval_seq_len": 70, "seq_len": 20, "use_obs": "TFT"},
     ],
 )
 def test_shapes_and_finite_loss(tiny, overrides):

@@ -11,17 +11,9 @@ import tools
 def _reference(x: np.ndarray, y: np.ndarray, ssim_range: float, psnr_range: float):
     """scikit-image frame by frame, in float64; PSNR per channel then averaged."""
     x, y = x.astype(np.float64), y.astype(np.float64)
-    ssims = [
-        structural_similarity(a, b, data_range=ssim_range, channel_axis=-1)
-        for a, b in zip(x, y)
-    ]
+    ssims = [structural_similarity(a, b, data_range=ssim_range, channel_axis=-1) for a, b in zip(x, y)]
     psnrs = [
-        np.mean(
-            [
-                peak_signal_noise_ratio(a[..., k], b[..., k], data_range=psnr_range)
-                for k in range(a.shape[-1])
-            ]
-        )
+        np.mean([peak_signal_noise_ratio(a[..., k], b[..., k], data_range=psnr_range) for k in range(a.shape[-1])])
         for a, b in zip(x, y)
     ]
     return np.array(ssims), np.array(psnrs)
@@ -34,9 +26,7 @@ def _frame_pairs(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     elif kind == "mmnist":
         x = tools.blob_frames(6, (64, 64, 1), seed=1)
     elif kind == "rgb":
-        x = tools.blob_frames(6, (64, 64, 3), seed=2) * rng.uniform(
-            0.3, 1.0, (1, 1, 1, 3)
-        )
+        x = tools.blob_frames(6, (64, 64, 3), seed=2) * rng.uniform(0.3, 1.0, (1, 1, 1, 3))
     y = x + rng.normal(0, 0.1, x.shape)
     return x.astype(np.float32), y.astype(np.float32)
 
@@ -46,32 +36,22 @@ def _frame_pairs(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
 def test_ssim_and_psnr_match_scikit_image_per_frame(kind, ssim_range):
     x, y = _frame_pairs(kind, np.random.default_rng(0))
     ref_ssim, ref_psnr = _reference(x, y, ssim_range, 1.0)
-    np.testing.assert_allclose(
-        np.asarray(tools.ssim(x, y, ssim_range)), ref_ssim, atol=1e-4, rtol=0
-    )
-    np.testing.assert_allclose(
-        np.asarray(tools.psnr(x, y, 1.0)), ref_psnr, atol=1e-3, rtol=0
-    )
+    np.testing.assert_allclose(np.asarray(tools.ssim(x, y, ssim_range)), ref_ssim, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.asarray(tools.psnr(x, y, 1.0)), ref_psnr, atol=1e-3, rtol=0)
 
 
 def test_ssim_batches_over_leading_dims():
     x, y = _frame_pairs("mmnist", np.random.default_rng(1))
     flat = tools.ssim(x, y, 2.0)
-    nested = tools.ssim(
-        x.reshape(2, 3, *x.shape[1:]), y.reshape(2, 3, *y.shape[1:]), 2.0
-    )
+    nested = tools.ssim(x.reshape(2, 3, *x.shape[1:]), y.reshape(2, 3, *y.shape[1:]), 2.0)
     assert nested.shape == (2, 3)
-    np.testing.assert_allclose(
-        np.asarray(nested).reshape(-1), np.asarray(flat), rtol=1e-6
-    )
+    np.testing.assert_allclose(np.asarray(nested).reshape(-1), np.asarray(flat), rtol=1e-6)
 
 
 def test_identical_frames_give_ssim_one_and_psnr_inf_capped_for_means():
     x = tools.blob_frames(3, (64, 64, 1), seed=3)
     np.testing.assert_allclose(np.asarray(tools.ssim(x, x, 2.0)), 1.0, atol=1e-6)
-    assert structural_similarity(
-        x[0], x[0], data_range=2.0, channel_axis=-1
-    ) == pytest.approx(1.0)
+    assert structural_similarity(x[0], x[0], data_range=2.0, channel_axis=-1) == pytest.approx(1.0)
     values = tools.psnr(x, x)
     assert np.all(np.isinf(np.asarray(values)))
     with np.errstate(divide="ignore"):
@@ -99,9 +79,7 @@ def test_video_grid_keeps_last_partial_row(num_frames, rows):
     grid = tools.video_grid(frames, per_row=50, gap=1, fill=255)
     per_row = min(50, num_frames)
     assert grid.shape == (rows * 5 - 1, per_row * 6 - 1, 1)
-    assert (
-        np.sum(grid == 100) == num_frames * 4 * 5
-    )  # every frame, the last row's included
+    assert np.sum(grid == 100) == num_frames * 4 * 5  # every frame, the last row's included
     assert np.all(grid[4, :] == 255) if rows > 1 else True  # gap row
     assert np.all(grid[:4, 5] == 255)  # gap column
 
@@ -114,9 +92,7 @@ def test_save_png_writes_grid_of_right_size(tmp_path):
     read = imageio.imread(path)
     assert read.shape == grid.shape[:2]
     np.testing.assert_array_equal(read, grid[..., 0])
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "grid.png"
-    ]  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]  # no temporary left
 
 
 def test_save_npz_round_trips(tmp_path):
@@ -136,18 +112,12 @@ def test_prediction_strip_stacks_truth_prediction_error():
     pred = np.full((3, 8, 6, 1), 1.5, np.float32)  # unclipped prediction
     strip = tools.prediction_strip(gt, pred)
     assert strip.shape == (3, 24, 6, 1) and strip.dtype == np.uint8
-    assert (
-        np.all(strip[:, :8] == 0)
-        and np.all(strip[:, 8:16] == 255)
-        and np.all(strip[:, 16:] == 255)
-    )
+    assert np.all(strip[:, :8] == 0) and np.all(strip[:, 8:16] == 255) and np.all(strip[:, 16:] == 255)
     assert tools.side_by_side(gt, pred).shape == (3, 8, 12, 1)
 
 
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # ffmpeg subprocess
-@pytest.mark.parametrize(
-    "name,shape", [("v.mp4", (5, 24, 30, 1)), ("v.gif", (5, 24, 30, 3))]
-)
+@pytest.mark.parametrize("name,shape", [("v.mp4", (5, 24, 30, 1)), ("v.gif", (5, 24, 30, 3))])
 def test_save_video_writes_readable_frames(tmp_path, name, shape):
     frames = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
     path = str(tmp_path / name)
@@ -192,6 +162,4 @@ def test_fvd_is_zero_on_itself_grows_with_noise_and_repeats():
     noisy_fvd = tools.fvd(real, noisy, batch_size=4, real_feats=real_feats)
     assert abs(self_fvd) < 1e-6 * np.trace(np.cov(real_feats, rowvar=False))
     assert noisy_fvd > 1.0
-    assert tools.fvd(real, noisy, batch_size=4, real_feats=real_feats) == pytest.approx(
-        noisy_fvd, rel=1e-6
-    )
+    assert tools.fvd(real, noisy, batch_size=4, real_feats=real_feats) == pytest.approx(noisy_fvd, rel=1e-6)
