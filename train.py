@@ -277,6 +277,16 @@ def scalars(metrics: dict, prefix: str) -> dict[str, float]:
     return {f"{prefix}/{k}": float(v) for k, v in metrics.items()}
 
 
+def validation_batches(config: Config) -> list[np.ndarray]:
+    """The fixed validation set: batch_size * num_val_batches test clips of val_seq_len (or
+    eval_seq_len) frames, in sub-batches of at most eval_batch_size videos so that 1000-frame
+    clips fit in memory; every sub-batch has one shape (one compile)."""
+    sub = min(config.eval_batch_size, config.batch_size)
+    count = config.batch_size * config.num_val_batches // sub * sub
+    loader = data.make_eval_loader(config, config.val_seq_len or config.eval_seq_len, sub, count)
+    return [np.asarray(b) for b in loader if len(b) == sub]
+
+
 def validation_summary(config, params, val_batches, eval_fns, step: int, with_videos: bool, log) -> None:
     """Loss terms and open-loop SSIM/PSNR on the fixed validation batches."""
     val_loss, open_loop = eval_fns
@@ -362,14 +372,7 @@ def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
 
     train_step = train_step_fn(graphdef, config, mesh)
     eval_fns = make_eval_fns(graphdef, config.open_loop_ctx, config.ssim_data_range)
-    val_batches = list(
-        data.make_eval_loader(
-            config,
-            config.val_seq_len or config.eval_seq_len,
-            config.batch_size,
-            config.batch_size * config.num_val_batches,
-        )
-    )[: config.num_val_batches]
+    val_batches = validation_batches(config)
     batch_sharding = NamedSharding(mesh, P("data"))
     total = num_train_steps(config)
     if config.max_steps is not None:
@@ -417,12 +420,12 @@ def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
             pending = (step, metrics)
             if bar is not None:
                 bar.update(1)
-            if step % config.save_scalars_every == 0 or (config.save_gifs and step % config.save_gifs_every == 0):
-                flush()
-                summarize(config, params, batch, val_batches, eval_fns, step, log)
             if step % config.save_model_every == 0 or step % config.save_named_model_every == 0:
                 flush()  # never checkpoint parameters that came from a non-finite loss
                 save_checkpoint(manager, step, params, opt_state, loader.get_state())
+            if step % config.save_scalars_every == 0 or (config.save_gifs and step % config.save_gifs_every == 0):
+                flush()
+                summarize(config, params, batch, val_batches, eval_fns, step, log)
         flush()
         if step != manager.latest_step():
             save_checkpoint(manager, step, params, opt_state, loader.get_state())
