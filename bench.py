@@ -5,7 +5,8 @@
 
 Measures the machine's limit (fp32 matmul FLOP/s), the train step at the paper's mmnist and
 minerl configs (compile time, median step time, frames/s, FLOPs from XLA's cost analysis and
-the fraction of the matmul limit), the 36 + 964 frame open-loop rollout (time, memory), the
+the fraction of the matmul limit), the conv stacks' forward+gradient (plain nnx layers against
+the custom-gradient ops of cnns.py), the 36 + 964 frame open-loop rollout (time, memory), the
 SSIM/PSNR metrics against scikit-image, and the data loader's frames/s.
 """
 
@@ -25,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import cnns
 import config as cfg_lib
 import data
 import eval as eval_lib
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=3, help="timed train steps after one warm-up")
     parser.add_argument("--rollout_batches", default="1,10", help="open-loop rollout batch sizes")
     parser.add_argument("--precision", default="float32", help="float32 or bfloat16 (GPU/TPU)")
-    parser.add_argument("--skip", default="", help="comma list of: train,rollout,metrics,loader")
+    parser.add_argument("--skip", default="", help="comma list of: train,convs,rollout,metrics,loader")
     parser.add_argument("--out", default="bench.json", help="where to write the results")
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
@@ -161,6 +163,11 @@ def main(argv: list[str] | None = None) -> dict:
                     f"step {row['step_s']:.3f} s, {row['frames_per_s']:.0f} frames/s, "
                     f"{row['gflop_per_step']:.0f} GFLOP/step, {100 * row['fraction_of_matmul_limit']:.0f}% of limit"
                 )
+    if "convs" not in skip:
+        convs = cnns.conv_benchmark(paper_config("mmnist"), frames=800, repeats=1)
+        result["convs_800_frames"] = convs
+        grads = [f"{k.rsplit('/', 1)[0]} {v:.2f} s" for k, v in convs.items() if k.endswith("grad")]
+        print("conv stacks, 800 frames, forward+grad: " + ", ".join(grads))
     if "rollout" not in skip:
         result["rollout"] = []
         for batch in [int(b) for b in args.rollout_batches.split(",")]:
