@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import pathlib
 import platform
 import resource
@@ -29,7 +30,6 @@ import numpy as np
 import cnns
 import config as cfg_lib
 import data
-import eval as eval_lib
 import tools
 import train
 
@@ -98,7 +98,7 @@ def rollout(batch: int, predicted: int, repeats: int = 2) -> dict:
     """Time and XLA memory of the mmnist open-loop rollout: 36 context frames, `predicted` more."""
     config = paper_config("mmnist", eval_batch_size=batch, eval_seq_len=36 + predicted)
     graphdef, params = train.init_model(config)
-    fn = eval_lib.make_rollout(graphdef, config.open_loop_ctx, config.ssim_data_range)
+    fn = train.make_open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
     videos = np.zeros((batch, config.eval_seq_len, 64, 64, 1), np.uint8)
     keys = jax.random.split(jax.random.key(0), batch)
     start = time.perf_counter()
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = jax.devices()[0]
     result = {
         "device": f"{device.platform}: {device.device_kind} x{jax.device_count()}",
-        "cpu_cores": __import__("os").cpu_count(),
+        "cpu_cores": os.cpu_count(),
         "machine": platform.machine(),
         "jax": jax.__version__,
         "date": time.strftime("%Y-%m-%d"),

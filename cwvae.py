@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cnns import GLOROT, Decoder, Encoder, conv_feature_size
+from cnns import GLOROT, Decoder, Encoder, conv_feature_size, level_lengths
 from config import Config
 
 STDDEV_SHIFT = 0.54  # added to the hidden layer before the stddev head, as in the official code
@@ -269,7 +269,8 @@ class CWVAE(nnx.Module):
         key_ctx, key_pred = jax.random.split(key)
         _, posts = self.hierarchy(inputs, key_ctx)
         last = [last_step(p) for p in posts]
-        lengths = [-(-t // self.factor**lvl) - inp.shape[1] for lvl, inp in enumerate(inputs)]
+        totals = level_lengths(t, self.levels, self.factor)
+        lengths = [total - inp.shape[1] for total, inp in zip(totals, inputs)]
         blank = [jnp.zeros((obs.shape[0], n, inp.shape[-1])) for n, inp in zip(lengths, inputs)]
         priors, _ = self.hierarchy(blank, key_pred, [False] * self.levels, last, offset=context_frames)
         return self.decode_chunked(priors[0].output, chunk)

@@ -11,7 +11,6 @@ sample (NPZ and plot) and metrics.json.
 
 from __future__ import annotations
 
-import functools
 import json
 import pathlib
 import sys
@@ -22,33 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging as absl_logging
-from flax import nnx
 
 import config as cfg_lib
 import data
 import tools
 import train
 from config import Config, ConfigError
-
-
-@functools.cache
-def make_rollout(graphdef: nnx.GraphDef, open_loop_ctx: int, ssim_data_range: float):
-    """One compiled function: (params, uint8 videos (N, T, ...), keys (N,)) -> predictions and
-    per-frame SSIM and PSNR (N, T - ctx). Each row gets its own key: rows are samples."""
-
-    @jax.jit
-    def rollout(params, videos, keys):
-        model = nnx.merge(graphdef, params)
-        obs = train.to_frames(videos)
-
-        def one(obs_i, key):
-            return model.open_loop(obs_i[None], key, open_loop_ctx)[0]
-
-        pred = jax.vmap(one)(obs, keys)
-        target = obs[:, open_loop_ctx:]
-        return pred, tools.ssim(pred, target, ssim_data_range), tools.psnr(pred, target, 1.0)
-
-    return rollout
 
 
 def checkpoint_step(target: pathlib.Path, run_dir: pathlib.Path) -> tuple[pathlib.Path, int | None]:
@@ -67,7 +45,7 @@ def evaluate(config: Config, run_dir: pathlib.Path, target: pathlib.Path | None 
     out_dir = run_dir / f"eval_step{step}_{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir.mkdir(parents=True)
     print(f"evaluating {ckpt_dir}/{step} on {data.describe_source(config)} -> {out_dir}")
-    rollout = make_rollout(graphdef, config.open_loop_ctx, config.ssim_data_range)
+    rollout = train.make_open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
     loader = data.make_eval_loader(config, config.eval_seq_len, config.eval_batch_size, config.num_examples)
     best_ssim, best_psnr, fvd_real, fvd_fake = [], [], [], []
     bar = _progress(config)

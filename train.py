@@ -42,9 +42,13 @@ class TrainingError(RuntimeError):
 # --- model, optimizer, train step ------------------------------------------------------
 
 
-def make_optimizer(config: Config) -> optax.GradientTransformation:
+def optimizer(lr: float, clip_grad_norm_by: float) -> optax.GradientTransformation:
     """Adam (eps 1e-4, as in the official code) after global-norm clipping."""
-    return optax.chain(optax.clip_by_global_norm(config.clip_grad_norm_by), optax.adam(config.lr, eps=1e-4))
+    return optax.chain(optax.clip_by_global_norm(clip_grad_norm_by), optax.adam(lr, eps=1e-4))
+
+
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+    return optimizer(config.lr, config.clip_grad_norm_by)
 
 
 def train_step_fn(graphdef: nnx.GraphDef, config: Config, mesh) -> Callable:
@@ -72,7 +76,7 @@ def to_frames(batch: jax.Array) -> jax.Array:
 @functools.cache
 def make_train_step(graphdef: nnx.GraphDef, mesh, lr: float, clip_grad_norm_by: float) -> Callable:
     """One jit-compiled, pure step (params, opt_state, uint8 batch, key) -> (params, opt_state, metrics)."""
-    tx = optax.chain(optax.clip_by_global_norm(clip_grad_norm_by), optax.adam(lr, eps=1e-4))
+    tx = optimizer(lr, clip_grad_norm_by)
 
     def loss_fn(params, obs, key):
         return nnx.merge(graphdef, params).loss(obs, key)
@@ -93,25 +97,31 @@ def make_train_step(graphdef: nnx.GraphDef, mesh, lr: float, clip_grad_norm_by: 
 
 
 @functools.cache
-def make_eval_fns(graphdef: nnx.GraphDef, open_loop_ctx: int, ssim_data_range: float) -> tuple[Callable, Callable]:
-    """Jit-compiled validation loss and open-loop prediction (with SSIM/PSNR per frame); cached."""
+def make_open_loop(graphdef: nnx.GraphDef, open_loop_ctx: int, ssim_data_range: float) -> Callable:
+    """One compiled function (params, uint8 videos (N, T, ...), keys (N,)) -> predictions
+    (N, T - ctx, H, W, C) and per-frame SSIM and PSNR (N, T - ctx). Each video gets its own
+    key, so a video's sample does not depend on the batch it came in; cached per model."""
+
+    @jax.jit
+    def open_loop(params, videos, keys):
+        model = nnx.merge(graphdef, params)
+        obs = to_frames(videos)
+        pred = jax.vmap(lambda o, k: model.open_loop(o[None], k, open_loop_ctx)[0])(obs, keys)
+        target = obs[:, open_loop_ctx:]
+        return pred, tools.ssim(pred, target, ssim_data_range), tools.psnr(pred, target, 1.0)
+
+    return open_loop
+
+
+@functools.cache
+def make_val_loss(graphdef: nnx.GraphDef) -> Callable:
+    """Jit-compiled loss terms of a uint8 batch (validation); cached per model."""
 
     @jax.jit
     def val_loss(params, batch, key):
         return nnx.merge(graphdef, params).loss(to_frames(batch), key)[1]
 
-    @jax.jit
-    def open_loop(params, batch, key):
-        obs = to_frames(batch)
-        pred = nnx.merge(graphdef, params).open_loop(obs, key, open_loop_ctx)
-        target = obs[:, open_loop_ctx:]
-        scores = {
-            "ssim": tools.ssim(pred, target, ssim_data_range),
-            "psnr": tools.psnr(pred, target, 1.0),
-        }
-        return pred, scores
-
-    return val_loss, open_loop
+    return val_loss
 
 
 def num_train_steps(config: Config) -> int:
@@ -188,7 +198,7 @@ def check_shapes(state_dir: pathlib.Path, params) -> None:
 
 def load_params(checkpoint_dir: pathlib.Path, config: Config, step: int | None = None) -> tuple[nnx.GraphDef, Any, int]:
     """The model of a run for evaluation: (graphdef, params, step) from its checkpoints folder."""
-    graphdef, params = init_model(config)
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: cwvae.CWVAE(config, rngs=nnx.Rngs(0))))  # shapes only
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), params)}
     options = ocp.CheckpointManagerOptions(create=False)
@@ -287,16 +297,17 @@ def validation_batches(config: Config) -> list[np.ndarray]:
     return [np.asarray(b) for b in loader if len(b) == sub]
 
 
-def validation_summary(config, params, val_batches, eval_fns, step: int, with_videos: bool, log) -> None:
+def validation_summary(config, params, val_batches, graphdef, step: int, with_videos: bool, log) -> None:
     """Loss terms and open-loop SSIM/PSNR on the fixed validation batches."""
-    val_loss, open_loop = eval_fns
+    val_loss = make_val_loss(graphdef)
+    open_loop = make_open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 2), step)
     values: dict[str, list[float]] = {}
     for i, batch in enumerate(val_batches):
         metrics = dict(val_loss(params, batch, key))
-        pred, scores = open_loop(params, batch, key)
-        metrics["open_loop_ssim"] = jnp.mean(scores["ssim"])
-        metrics["open_loop_psnr"] = jnp.mean(tools.cap_psnr(scores["psnr"]))
+        pred, ssim, psnr = open_loop(params, batch, jax.random.split(key, len(batch)))
+        metrics["open_loop_ssim"] = jnp.mean(ssim)
+        metrics["open_loop_psnr"] = jnp.mean(tools.cap_psnr(psnr))
         for k, v in metrics.items():
             values.setdefault(k, []).append(float(v))
         if with_videos and i == 0:
@@ -310,14 +321,15 @@ def validation_summary(config, params, val_batches, eval_fns, step: int, with_vi
     )
 
 
-def summarize(config, params, batch, val_batches, eval_fns, step: int, log) -> None:
+def summarize(config, params, batch, val_batches, graphdef, step: int, log) -> None:
     """Validation scalars every save_scalars_every steps; prediction videos of a train and a
     validation batch every save_gifs_every steps (when save_gifs)."""
     videos = config.save_gifs and step % config.save_gifs_every == 0
     if step % config.save_scalars_every == 0 or videos:
-        validation_summary(config, params, val_batches, eval_fns, step, videos, log)
+        validation_summary(config, params, val_batches, graphdef, step, videos, log)
     if videos and config.seq_len > config.open_loop_ctx:
-        pred, _ = eval_fns[1](params, batch, step_key(config.seed, step))
+        open_loop = make_open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
+        pred, _, _ = open_loop(params, batch, jax.random.split(step_key(config.seed, step), len(batch)))
         log_video(config, np.asarray(batch), pred, "train/open_loop", step, log)
 
 
@@ -354,7 +366,7 @@ def train(config: Config) -> TrainResult:
 def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
     mesh = make_mesh()
     graphdef, params = init_model(config)
-    n_params = sum(x.size for x in jax.tree.leaves(params))
+    n_params = cwvae.count_params(nnx.merge(graphdef, params))
     keras_extra = 2 * config.cell_deter_size * config.levels
     print(f"parameters: {n_params:,} (official TF model with Keras GRU biases: {n_params + keras_extra:,})")
     tx = make_optimizer(config)
@@ -371,7 +383,6 @@ def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
         print(f"resumed from {exp_dir / 'checkpoints'} at step {start}")
 
     train_step = train_step_fn(graphdef, config, mesh)
-    eval_fns = make_eval_fns(graphdef, config.open_loop_ctx, config.ssim_data_range)
     val_batches = validation_batches(config)
     batch_sharding = NamedSharding(mesh, P("data"))
     total = num_train_steps(config)
@@ -425,7 +436,7 @@ def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
                 save_checkpoint(manager, step, params, opt_state, loader.get_state())
             if step % config.save_scalars_every == 0 or (config.save_gifs and step % config.save_gifs_every == 0):
                 flush()
-                summarize(config, params, batch, val_batches, eval_fns, step, log)
+                summarize(config, params, batch, val_batches, graphdef, step, log)
         flush()
         if step != manager.latest_step():
             save_checkpoint(manager, step, params, opt_state, loader.get_state())
