@@ -75,12 +75,51 @@ def _correlate_s2(x: jax.Array, y: jax.Array, k: int) -> jax.Array:
     return jnp.stack(rows).reshape(k, k, cx, cy)
 
 
+def _space_to_depth(x: jax.Array) -> jax.Array:
+    """(N, 2m, 2m, C) -> (N, m, m, 4C): each 2x2 block of pixels becomes one pixel, channels (py, px, c)."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h // 2, w // 2, 4 * c)
+
+
+def _conv_s2_blocks(x: jax.Array, w: jax.Array) -> jax.Array:
+    """conv_s2 for even k as a stride-1 conv over 2x2 pixel blocks, one matmul per kernel row:
+    block tap (a, b) holds the 2x2 kernel taps w[2a + py, 2b + px]. Each matmul gives every
+    block's product with a whole kernel row; shifted slices of it are summed (overlap-add)."""
+    k, _, cin, cout = w.shape
+    out, t = (x.shape[1] - k) // 2 + 1, k // 2
+    s = _space_to_depth(x[:, : 2 * out + k - 2, : 2 * out + k - 2])  # (N, m, m, 4Cin), m = out + t - 1
+    n, m = s.shape[:2]
+    rows = w.reshape(t, 2, t, 2, cin, cout).transpose(0, 1, 3, 4, 2, 5).reshape(t, 4 * cin, t * cout)
+    y = 0.0
+    for a in range(t):
+        z = (s[:, a : a + out].reshape(-1, 4 * cin) @ rows[a]).reshape(n, out, m, t, cout)
+        y = y + sum(z[:, :, b : b + out, b] for b in range(t))
+    return y
+
+
+def _use_blocks(k: int, cin: int, out: int) -> bool:
+    """Where the block form wins on XLA:CPU (measured on the mmnist layers: ~2x over the stride-2
+    conv forward, ~1.4x over `_correlate_s2`): even kernels, wide inputs, outputs over 2 pixels."""
+    return k % 2 == 0 and cin >= 32 and out > 2
+
+
+def _kernel_grad_s2(x: jax.Array, dy: jax.Array, k: int) -> jax.Array:
+    """The kernel gradient of conv_s2 at input x and output cotangent dy: (k, k, Cx, Cy)."""
+    cin, out, cout = x.shape[-1], dy.shape[1], dy.shape[-1]
+    if _use_blocks(k, cin, out):  # the block form is linear in w: its transpose is the gradient
+        w = jax.ShapeDtypeStruct((k, k, cin, cout), dy.dtype)
+        return jax.linear_transpose(lambda w: _conv_s2_blocks(x, w), w)(dy)[0]
+    return _correlate_s2(x, dy, k)
+
+
 def _conv_s2_forward(x: jax.Array, w: jax.Array) -> jax.Array:
     k, _, cin, cout = w.shape
     out = (x.shape[1] - k) // 2 + 1
     if out <= 2:  # few output pixels, many channels: one matmul over all k*k taps beats lax.conv
         taps = jnp.concatenate([_tap_row(x, ky, k, out) for ky in range(k)], axis=-1)
         return taps @ w.reshape(k * k * cin, cout)
+    if _use_blocks(k, cin, out):
+        return _conv_s2_blocks(x, w)
     return lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=_DN)
 
 
@@ -123,7 +162,7 @@ def _conv_s2_bwd(res, dy):
     x, w = res
     dx = conv_transpose_s2(dy, _flip_swap(w))  # may be one row/column short of x (odd sizes)
     dx = jnp.pad(dx, ((0, 0), (0, x.shape[1] - dx.shape[1]), (0, x.shape[2] - dx.shape[2]), (0, 0)))
-    return dx, _correlate_s2(x, dy, w.shape[0]).astype(w.dtype)
+    return dx, _kernel_grad_s2(x, dy, w.shape[0]).astype(w.dtype)
 
 
 conv_s2.defvjp(_conv_s2_fwd, _conv_s2_bwd)
@@ -142,7 +181,7 @@ def _conv_transpose_s2_fwd(x, w):
 def _conv_transpose_s2_bwd(res, dy):
     x, w = res
     dx = conv_s2(dy, _flip_swap(w))
-    dw = jnp.flip(_correlate_s2(dy, x, w.shape[0]).swapaxes(2, 3), (0, 1))
+    dw = jnp.flip(_kernel_grad_s2(dy, x, w.shape[0]).swapaxes(2, 3), (0, 1))
     return dx, dw.astype(w.dtype)
 
 

@@ -50,9 +50,13 @@ ENCODER_LAYERS = [(64, 1, 32), (64, 3, 32), (31, 32, 64), (14, 64, 128), (6, 128
 DECODER_LAYERS = [(1, 1024, 128, 5), (5, 128, 64, 5), (13, 64, 32, 6), (30, 32, 1, 6), (30, 32, 3, 6)]
 
 
-@pytest.mark.parametrize("size,cin,cout", ENCODER_LAYERS)
-def test_conv_s2_matches_lax_conv(size, cin, cout):
-    assert_ops_agree(cnns.conv_s2, plain_conv, (FRAMES, size, size, cin), (4, 4, cin, cout))
+# conv_s2 also computes the decoder's input gradients: (30, 32, 64, 6) and (13, 64, 128, 5)
+CONV_LAYERS = [(size, cin, cout, 4) for size, cin, cout in ENCODER_LAYERS] + [(30, 32, 64, 6), (13, 64, 128, 5)]
+
+
+@pytest.mark.parametrize("size,cin,cout,k", CONV_LAYERS)
+def test_conv_s2_matches_lax_conv(size, cin, cout, k):
+    assert_ops_agree(cnns.conv_s2, plain_conv, (FRAMES, size, size, cin), (k, k, cin, cout))
 
 
 @pytest.mark.parametrize("size,cin,cout,k", DECODER_LAYERS)
