@@ -34,6 +34,7 @@ import tools
 import train
 
 ROOT = pathlib.Path(__file__).resolve().parent
+PARTS = ("forward", "input_grad", "kernel_grad")
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -94,6 +95,49 @@ def train_step(name: str, batch: int, steps: int, limit: float, precision: str =
     }
 
 
+def conv_layers(config: cfg_lib.Config) -> list[tuple[str, object, tuple, tuple]]:
+    """(name, op, input shape per frame, kernel shape) of every conv of the encoder and decoder."""
+    width = config.filters * config.channels_mult
+    enc = [config.channels, width, 2 * width, 4 * width, 8 * width]
+    dec = [32 * width, 4 * width, 2 * width, width, config.channels]
+    layers = [
+        (f"enc{i + 1}", cnns.conv_s2, (size, size, cin), (4, 4, cin, cout))
+        for i, (size, cin, cout) in enumerate(zip([64, 31, 14, 6], enc[:-1], enc[1:]))
+    ]
+    layers += [
+        (f"dec{i + 1}", cnns.conv_transpose_s2, (size, size, cin), (k, k, cin, cout))
+        for i, (size, cin, cout, k) in enumerate(zip([1, 5, 13, 30], dec[:-1], dec[1:], [5, 5, 6, 6]))
+    ]
+    return layers
+
+
+def conv_profile(config: cfg_lib.Config, frames: int, repeats: int = 3) -> list[dict]:
+    """Where the train step's time goes: each conv's forward, input gradient and kernel gradient over
+    `frames` frames (a batch-8 step has 800), best-of-`repeats` seconds and GFLOP/s."""
+    rows = []
+    for name, op, x_shape, w_shape in conv_layers(config):
+        kx, kw, kc = jax.random.split(jax.random.key(0), 3)
+        x = jax.random.normal(kx, (frames, *x_shape))
+        w = jax.random.normal(kw, w_shape) * 0.05
+        y_shape = jax.eval_shape(op, x, w).shape
+        dy = jax.random.normal(kc, y_shape)
+        pixels = y_shape[1] * y_shape[2] if op is cnns.conv_s2 else x_shape[0] * x_shape[1]
+        flop = 2 * frames * pixels * int(np.prod(w_shape))
+        parts = {
+            "forward": jax.jit(op),
+            "input_grad": jax.jit(lambda x, w, dy, op=op: jax.vjp(lambda x: op(x, w), x)[1](dy)[0]),
+            "kernel_grad": jax.jit(lambda x, w, dy, op=op: jax.vjp(lambda w: op(x, w), w)[1](dy)[0]),
+        }
+        row = {"layer": name, "input": [frames, *x_shape], "kernel": list(w_shape), "gflop": flop / 1e9}
+        for part, fn in parts.items():
+            args = (x, w) if part == "forward" else (x, w, dy)
+            jax.block_until_ready(fn(*args))
+            row[f"{part}_s"] = min(timed(lambda fn=fn, args=args: fn(*args), repeats))
+            row[f"{part}_gflop_per_s"] = flop / row[f"{part}_s"] / 1e9
+        rows.append(row)
+    return rows
+
+
 def rollout(batch: int, predicted: int, repeats: int = 2) -> dict:
     """Time and XLA memory of the mmnist open-loop rollout: 36 context frames, `predicted` more."""
     config = paper_config("mmnist", eval_batch_size=batch, eval_seq_len=36 + predicted)
@@ -136,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=3, help="timed train steps after one warm-up")
     parser.add_argument("--rollout_batches", default="1,10", help="open-loop rollout batch sizes")
     parser.add_argument("--precision", default="float32", help="float32 or bfloat16 (GPU/TPU)")
-    parser.add_argument("--skip", default="", help="comma list of: train,convs,rollout,metrics,loader")
+    parser.add_argument("--skip", default="", help="comma list of: train,convs,profile,rollout,metrics,loader")
     parser.add_argument("--out", default="bench.json", help="where to write the results")
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
@@ -168,6 +212,22 @@ def main(argv: list[str] | None = None) -> dict:
         result["convs_800_frames"] = convs
         grads = [f"{k.rsplit('/', 1)[0]} {v:.2f} s" for k, v in convs.items() if k.endswith("grad")]
         print("conv stacks, 800 frames, forward+grad: " + ", ".join(grads))
+    if "profile" not in skip:
+        result["conv_profile"] = conv_profile(paper_config("mmnist"), frames=800)
+        print("mmnist convs, 800 frames (one batch-8 step), ms (GFLOP/s): forward, input grad, kernel grad")
+        for row in result["conv_profile"]:
+            parts = [f"{1e3 * row[f'{p}_s']:4.0f} ({row[f'{p}_gflop_per_s']:3.0f})" for p in PARTS]
+            print(
+                f"  {row['layer']} {str(tuple(row['input'])):19s} k{row['kernel'][0]} {row['gflop']:5.2f} GFLOP: "
+                + ", ".join(parts)
+            )
+        total = sum(
+            row[f"{p}_s"]
+            for row in result["conv_profile"]
+            for p in PARTS
+            if (row["layer"], p) != ("enc1", "input_grad")
+        )
+        print(f"  sum (without enc1's unused input grad): {total:.2f} s")
     if "rollout" not in skip:
         result["rollout"] = []
         for batch in [int(b) for b in args.rollout_batches.split(",")]:

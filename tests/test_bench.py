@@ -1,0 +1,32 @@
+"""bench.py's conv profile: it times the layers the model really has, and every part of each."""
+
+import jax
+from conftest import ROOT
+
+import bench
+import config as cfg_lib
+
+
+def mmnist(*argv):
+    return cfg_lib.parse(["--config", str(ROOT / "configs" / "mmnist.yml"), *argv])
+
+
+def test_conv_layers_chain_like_the_encoder_and_decoder():
+    layers = bench.conv_layers(mmnist("--channels", "3"))
+    shapes = [
+        jax.eval_shape(op, jax.ShapeDtypeStruct((1, *x), "float32"), jax.ShapeDtypeStruct(w, "float32")).shape
+        for _, op, x, w in layers
+    ]
+    names = [name for name, *_ in layers]
+    assert names == ["enc1", "enc2", "enc3", "enc4", "dec1", "dec2", "dec3", "dec4"]
+    for i in (0, 1, 2, 4, 5, 6):  # each layer's output is the next layer's input
+        assert shapes[i][1:] == layers[i + 1][2], (names[i], shapes[i], layers[i + 1][2])
+    assert shapes[3][1:] == (2, 2, 256) and shapes[7][1:] == (64, 64, 3)
+
+
+def test_conv_profile_times_forward_and_both_gradients(tiny):
+    rows = bench.conv_profile(tiny(), frames=2, repeats=1)
+    assert len(rows) == 8
+    for row in rows:
+        for part in bench.PARTS:
+            assert row[f"{part}_s"] > 0 and row[f"{part}_gflop_per_s"] > 0, (row["layer"], part)
