@@ -11,7 +11,9 @@ pass; jax-ml/jax#23783). `conv_s2` and `conv_transpose_s2` therefore carry their
 gradients: the two ops are each other's adjoint in x, and both kernel gradients are a few
 large matmuls over shifted strided slices. Forward passes pick the fastest plain form per shape:
 the sub-pixel (phase) form for even transposed kernels (one stride-1 conv to 4*Cout channels,
-then depth-to-space), a matmul over all taps when the output is 1 or 2 pixels wide.
+then depth-to-space), a matmul over all taps when the output is 1 or 2 pixels wide, and for
+stride-2 convs with wide inputs a stride-1 conv over 2x2 pixel blocks done as one matmul per
+kernel row (its transpose is then the kernel gradient). bench.py's conv profile times each part.
 The mathematics and the parameters (ordinary HWIO kernels in nnx.Conv / nnx.ConvTranspose)
 are unchanged; `fast=False` on a module runs the plain nnx layers, which the tests compare against.
 """
