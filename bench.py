@@ -26,9 +26,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 import cnns
 import config as cfg_lib
+import cwvae
 import data
 import tools
 import train
@@ -96,18 +98,20 @@ def train_step(name: str, batch: int, steps: int, limit: float, precision: str =
 
 
 def conv_layers(config: cfg_lib.Config) -> list[tuple[str, object, tuple, tuple]]:
-    """(name, op, input shape per frame, kernel shape) of every conv of the encoder and decoder."""
-    width = config.filters * config.channels_mult
-    enc = [config.channels, width, 2 * width, 4 * width, 8 * width]
-    dec = [32 * width, 4 * width, 2 * width, width, config.channels]
-    layers = [
-        (f"enc{i + 1}", cnns.conv_s2, (size, size, cin), (4, 4, cin, cout))
-        for i, (size, cin, cout) in enumerate(zip([64, 31, 14, 6], enc[:-1], enc[1:]))
+    """(name, op, input shape per frame, kernel shape) of every conv of the encoder and decoder,
+    read off the model's modules (shapes only, nothing initialised)."""
+    model = nnx.eval_shape(lambda: cwvae.CWVAE(config, rngs=nnx.Rngs(0)))
+    stacks = [
+        ("enc", cnns.conv_s2, model.encoder.convs, (64, 64, config.channels)),
+        ("dec", cnns.conv_transpose_s2, model.decoder.deconvs, (1, 1, model.decoder.feat)),
     ]
-    layers += [
-        (f"dec{i + 1}", cnns.conv_transpose_s2, (size, size, cin), (k, k, cin, cout))
-        for i, (size, cin, cout, k) in enumerate(zip([1, 5, 13, 30], dec[:-1], dec[1:], [5, 5, 6, 6]))
-    ]
+    layers = []
+    for prefix, op, convs, shape in stacks:
+        for i, conv in enumerate(convs):
+            kernel = tuple(conv.kernel.shape)
+            layers.append((f"{prefix}{i + 1}", op, shape, kernel))
+            x, w = jax.ShapeDtypeStruct((1, *shape), jnp.float32), jax.ShapeDtypeStruct(kernel, jnp.float32)
+            shape = jax.eval_shape(op, x, w).shape[1:]
     return layers
 
 
