@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
         m = tools.metric_speed()
         result["metrics"] = m
         print(
-            f"SSIM+PSNR on {m.get('num_frames', 964)} frames: JAX {m['jax_s'] * 1e3:.0f} ms, scikit-image "
+            f"SSIM+PSNR on {m.get('num_frames', 964)} frames: JAX {m['jax_s'] * 1e3:.1f} ms, scikit-image "
             f"{m['skimage_s'] * 1e3:.0f} ms, {m['speedup']:.1f}x; max diff SSIM {m['ssim_max_abs_diff']:.1e}, "
             f"PSNR {m['psnr_max_abs_diff']:.1e} dB"
         )

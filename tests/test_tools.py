@@ -49,6 +49,20 @@ def test_ssim_batches_over_leading_dims():
     np.testing.assert_allclose(np.asarray(nested).reshape(-1), np.asarray(flat), rtol=1e-6)
 
 
+@pytest.mark.parametrize("chunk", [1, 4, 7, 64])
+def test_frame_metrics_scores_every_frame_whatever_the_chunk(chunk):
+    # 3 x 3 frames, 2 channels = 18 planes: chunks of 4 leave a partial last chunk, which is
+    # shifted back over planes already scored; every plane must still get its own value.
+    x, y = _frame_pairs("rgb", np.random.default_rng(4))
+    x, y = np.concatenate([x, x[:3]])[..., :2], np.concatenate([y, y[:3] * 0.5])[..., :2]
+    ref_ssim, ref_psnr = _reference(x, y, 2.0, 1.0)
+    shape = (3, 3, *x.shape[1:])
+    ssim, psnr = tools.frame_metrics(x.reshape(shape), y.reshape(shape), 2.0, 1.0, chunk=chunk)
+    assert ssim.shape == psnr.shape == (3, 3)
+    np.testing.assert_allclose(np.asarray(ssim).reshape(-1), ref_ssim, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.asarray(psnr).reshape(-1), ref_psnr, atol=1e-3, rtol=0)
+
+
 def test_identical_frames_give_ssim_one_and_psnr_inf_capped_for_means():
     x = tools.blob_frames(3, (64, 64, 1), seed=3)
     np.testing.assert_allclose(np.asarray(tools.ssim(x, x, 2.0)), 1.0, atol=1e-6)
