@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import tempfile
 import time
@@ -62,7 +63,7 @@ def _box_mean(x: jax.Array, size: int) -> jax.Array:
 def _plane_mean(x: jax.Array) -> jax.Array:
     """Mean of each plane (n, H, W) -> (n,), as a matrix-vector product (XLA:CPU's reductions
     over two axes are several times slower); full float32 precision on every backend."""
-    flat = x.reshape(x.shape[0], -1)
+    flat = x.reshape(x.shape[0], math.prod(x.shape[1:]))
     total = jnp.dot(flat, jnp.ones(flat.shape[1], flat.dtype), precision=jax.lax.Precision.HIGHEST)
     return total / flat.shape[1]  # weights of one keep a plane of ones exactly at mean 1
 

@@ -63,6 +63,12 @@ def test_frame_metrics_scores_every_frame_whatever_the_chunk(chunk):
     np.testing.assert_allclose(np.asarray(psnr).reshape(-1), ref_psnr, atol=1e-3, rtol=0)
 
 
+def test_frame_metrics_of_no_frames_are_empty():
+    frames = np.zeros((0, 5, 16, 16, 1), np.float32)
+    ssim, psnr = tools.frame_metrics(frames, frames)
+    assert ssim.shape == psnr.shape == tools.psnr(frames, frames).shape == (0, 5)
+
+
 def test_identical_frames_give_ssim_one_and_psnr_inf_capped_for_means():
     x = tools.blob_frames(3, (64, 64, 1), seed=3)
     np.testing.assert_allclose(np.asarray(tools.ssim(x, x, 2.0)), 1.0, atol=1e-6)
