@@ -108,7 +108,7 @@ def make_open_loop(graphdef: nnx.GraphDef, open_loop_ctx: int, ssim_data_range: 
         obs = to_frames(videos)
         pred = jax.vmap(lambda o, k: model.open_loop(o[None], k, open_loop_ctx)[0])(obs, keys)
         target = obs[:, open_loop_ctx:]
-        return pred, *tools.frame_metrics(pred, target, ssim_data_range, 1.0)
+        return pred, *tools.frame_metrics(pred, target, ssim_data_range, tools.PSNR_DATA_RANGE)
 
     return open_loop
 

@@ -15,6 +15,13 @@ sys.path.insert(0, str(ROOT))
 import pytest  # noqa: E402
 
 
+def mmnist(*argv):
+    """The paper's mmnist config (configs/mmnist.yml), with command-line overrides."""
+    import config as cfg_lib
+
+    return cfg_lib.parse(["--config", str(ROOT / "configs" / "mmnist.yml"), *argv])
+
+
 @pytest.fixture
 def tiny(tmp_path):
     """A tiny config (configs/tiny.yml) writing into tmp_path; override keys with tiny(key=value)."""

@@ -1,14 +1,9 @@
 """bench.py's conv profile: it times the layers the model really has, and every part of each."""
 
 import jax
-from conftest import ROOT
+from conftest import mmnist
 
 import bench
-import config as cfg_lib
-
-
-def mmnist(*argv):
-    return cfg_lib.parse(["--config", str(ROOT / "configs" / "mmnist.yml"), *argv])
 
 
 def test_conv_layers_chain_like_the_encoder_and_decoder():

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import mmnist
 from flax import nnx
 from jax import lax
 
@@ -62,12 +62,6 @@ def test_conv_s2_matches_lax_conv(size, cin, cout, k):
 @pytest.mark.parametrize("size,cin,cout,k", DECODER_LAYERS)
 def test_conv_transpose_s2_matches_lax_conv_transpose(size, cin, cout, k):
     assert_ops_agree(cnns.conv_transpose_s2, plain_conv_transpose, (FRAMES, size, size, cin), (k, k, cin, cout))
-
-
-def mmnist(*argv):
-    import config as cfg_lib
-
-    return cfg_lib.parse(["--config", str(ROOT / "configs" / "mmnist.yml"), *argv])
 
 
 def test_fast_encoder_and_decoder_match_plain_nnx_layers(channels=3):
