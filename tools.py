@@ -119,7 +119,7 @@ def _chunked(fn, x: jax.Array, y: jax.Array, chunk: int) -> tuple[jax.Array, ...
         return tuple(jax.lax.dynamic_update_slice_in_dim(o, p, start, 0) for o, p in zip(outs, part))
 
     shapes = jax.eval_shape(fn, x[:size], y[:size])
-    init = tuple(jnp.zeros((n, *s.shape[1:]), s.dtype) for s in shapes)
+    init = tuple(jnp.zeros_like(x, s.dtype, (n, *s.shape[1:])) for s in shapes)  # varying under shard_map, like x
     return jax.lax.fori_loop(0, -(-n // size), body, init)
 
 

@@ -1,6 +1,7 @@
 """Tests of tools.py: metrics against scikit-image, file writers, FVD sanity."""
 
 import imageio.v2 as imageio
+import jax
 import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -61,6 +62,18 @@ def test_frame_metrics_scores_every_frame_whatever_the_chunk(chunk):
     assert ssim.shape == psnr.shape == (3, 3)
     np.testing.assert_allclose(np.asarray(ssim).reshape(-1), ref_ssim, atol=1e-4, rtol=0)
     np.testing.assert_allclose(np.asarray(psnr).reshape(-1), ref_psnr, atol=1e-3, rtol=0)
+
+
+def test_frame_metrics_run_per_device_inside_shard_map():
+    # Each device scores its own frames (conftest gives two simulated CPU devices); the chunk
+    # loop's carry must be device-varying like the frames, or shard_map rejects it.
+    x, y = _frame_pairs("mmnist", np.random.default_rng(5))
+    mesh = jax.make_mesh((2,), ("frames",))
+    spec = jax.P("frames")
+    sharded = jax.jit(jax.shard_map(tools.frame_metrics, mesh=mesh, in_specs=(spec, spec), out_specs=spec))
+    xs, ys = (jax.device_put(a, jax.NamedSharding(mesh, spec)) for a in (x, y))
+    for got, want in zip(sharded(xs, ys), tools.frame_metrics(x, y)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6)
 
 
 def test_frame_metrics_of_no_frames_are_empty():
