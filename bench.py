@@ -22,6 +22,7 @@ import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +33,8 @@ import cnns
 import config as cfg_lib
 import cwvae
 import data
+import steps
 import tools
-import train
 
 ROOT = pathlib.Path(__file__).resolve().parent
 PARTS = ("forward", "input_grad", "kernel_grad")
@@ -66,20 +67,20 @@ def paper_config(name: str, **overrides) -> cfg_lib.Config:
 def train_step(name: str, batch: int, steps: int, limit: float, precision: str = "float32") -> dict:
     """Compile time, median step time and FLOP count of the train step on random input."""
     config = paper_config(name, batch_size=batch, precision=precision)
-    mesh = train.make_mesh()
-    graphdef, params = train.init_model(config)
-    step = train.train_step_fn(graphdef, config, mesh)
-    opt_state = train.make_optimizer(config).init(params)
+    mesh = steps.make_mesh()
+    graphdef, params = steps.init_model(config)
+    step = steps.train_step(graphdef, mesh, steps.OptimizerOptions.from_config(config))
+    opt_state = steps.make_optimizer(config).init(params)
     frames = np.random.default_rng(0).integers(0, 256, (batch, config.seq_len, 64, 64, config.channels), np.uint8)
     start = time.perf_counter()
-    compiled = step.lower(params, opt_state, frames, train.step_key(0, 0)).compile()
+    compiled = step.lower(params, opt_state, frames, steps.stream_key(0, steps.Stream.TRAIN, 0)).compile()
     compile_s = time.perf_counter() - start
     cost = compiled.cost_analysis()
     flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", float("nan")))
     state = [params, opt_state]
 
     def run():
-        state[0], state[1], metrics = compiled(state[0], state[1], frames, train.step_key(0, 1))
+        state[0], state[1], metrics = compiled(state[0], state[1], frames, steps.stream_key(0, steps.Stream.TRAIN, 1))
         return metrics
 
     jax.block_until_ready(run())  # warm-up
@@ -94,6 +95,105 @@ def train_step(name: str, batch: int, steps: int, limit: float, precision: str =
         "frames_per_s": batch * config.seq_len / secs,
         "gflop_per_step": flops / 1e9,
         "fraction_of_matmul_limit": flops / secs / limit,
+    }
+
+
+def _median_call(fn, *args, repeats: int) -> float:
+    """Median seconds of fn(*args), after one call that compiles and warms up."""
+    jax.block_until_ready(fn(*args))
+    return statistics.median(timed(lambda: fn(*args), repeats))
+
+
+def conv_benchmark(config: cfg_lib.Config, frames: int = 800, repeats: int = 3) -> dict[str, float]:
+    """Seconds (median) for the conv stacks' forward and forward+backward over `frames` frames,
+    plain nnx layers vs the fast ops: keys like 'encoder/fast/grad'. For bench.py."""
+    rngs = nnx.Rngs(0)
+    state = 8 * config.filters  # any width works for the decoder's input
+    frames_in = jax.random.uniform(jax.random.key(1), (1, frames, 64, 64, config.channels))
+    states = jax.random.normal(jax.random.key(2), (1, frames, state))
+    results = {}
+    for name, module, x in [
+        ("encoder", cnns.Encoder(config, rngs=rngs), frames_in),
+        ("decoder", cnns.Decoder(config, state, rngs=rngs), states),
+    ]:
+        for fast in (False, True):
+            module.fast = fast
+            graph, params = nnx.split(module)
+
+            def loss(p, x, graph=graph):
+                out = nnx.merge(graph, p)(x)
+                return sum(jnp.mean(o.astype(jnp.float32) ** 2) for o in jax.tree.leaves(out))
+
+            kind = "fast" if fast else "plain"
+            results[f"{name}/{kind}/forward"] = _median_call(jax.jit(loss), params, x, repeats=repeats)
+            grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+            results[f"{name}/{kind}/grad"] = _median_call(grad, params, x, repeats=repeats)
+    return results
+
+
+def blob_frames(num_frames: int, shape: Sequence[int] = (64, 64, 1), seed: int = 0) -> np.ndarray:
+    """Smooth test frames (N, H, W, C) in [0, 1]: blurred bright blobs on black, like Moving MNIST."""
+    rng = np.random.default_rng(seed)
+    h, w, c = shape
+    yy, xx = np.mgrid[:h, :w]
+    frames = np.zeros((num_frames, h, w, c), np.float32)
+    for _ in range(3):
+        cy = rng.uniform(0, h, (num_frames, 1, 1, 1))
+        cx = rng.uniform(0, w, (num_frames, 1, 1, 1))
+        radius = rng.uniform(3, 8, (num_frames, 1, 1, c))
+        dist2 = (yy[None, :, :, None] - cy) ** 2 + (xx[None, :, :, None] - cx) ** 2
+        frames += np.exp(-dist2 / (2 * radius**2))
+    return np.clip(frames, 0.0, 1.0)
+
+
+def _skimage_metrics(
+    x: np.ndarray, y: np.ndarray, ssim_range: float, psnr_range: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference: scikit-image frame by frame (PSNR per channel, averaged)."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    ssims, psnrs = [], []
+    for a, b in zip(x, y):
+        ssims.append(structural_similarity(a, b, data_range=ssim_range, channel_axis=-1))
+        channels = range(a.shape[-1])
+        psnrs.append(np.mean([peak_signal_noise_ratio(a[..., k], b[..., k], data_range=psnr_range) for k in channels]))
+    return np.array(ssims), np.array(psnrs)
+
+
+def metric_speed(
+    num_frames: int = 964,
+    frame_shape: Sequence[int] = (64, 64, 1),
+    ssim_range: float = tools.SSIM_DATA_RANGE,
+    psnr_range: float = tools.PSNR_DATA_RANGE,
+    repeats: int = 5,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Times :func:`tools.frame_metrics` (SSIM and PSNR, jitted, warm) against scikit-image's
+    per-frame loop on the same frames.
+
+    Frames are :func:`blob_frames` and a noisy copy. Returns the best of ``repeats`` runs of
+    scikit-image and of ``10 * repeats`` runs of JAX (seconds), their ratio, and the largest
+    absolute differences of the values.
+    """
+    x = blob_frames(num_frames, frame_shape, seed)
+    noise = np.random.default_rng(seed + 1).normal(0, 0.1, x.shape).astype(np.float32)
+    y = x + noise  # unclipped, like the official predictions
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+
+    def run_jax():
+        return jax.block_until_ready(tools.frame_metrics(xj, yj, ssim_range, psnr_range))
+
+    jax_ssim, jax_psnr = run_jax()  # compile
+    jax_s = min(timed(run_jax, 10 * repeats))  # ~100x cheaper than the reference; VM timing noise
+    ref_s = min(timed(lambda: _skimage_metrics(x, y, ssim_range, psnr_range), repeats))
+    ref_ssim, ref_psnr = _skimage_metrics(x.astype(np.float64), y.astype(np.float64), ssim_range, psnr_range)
+    return {
+        "num_frames": num_frames,
+        "jax_s": jax_s,
+        "skimage_s": ref_s,
+        "speedup": ref_s / jax_s,
+        "ssim_max_abs_diff": float(np.max(np.abs(np.asarray(jax_ssim) - ref_ssim))),
+        "psnr_max_abs_diff": float(np.max(np.abs(np.asarray(jax_psnr) - ref_psnr))),
     }
 
 
@@ -145,8 +245,8 @@ def conv_profile(config: cfg_lib.Config, frames: int, repeats: int = 3) -> list[
 def rollout(batch: int, predicted: int, repeats: int = 2) -> dict:
     """Time and XLA memory of the mmnist open-loop rollout: 36 context frames, `predicted` more."""
     config = paper_config("mmnist", eval_batch_size=batch, eval_seq_len=36 + predicted)
-    graphdef, params = train.init_model(config)
-    fn = train.make_open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
+    graphdef, params = steps.init_model(config)
+    fn = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
     videos = np.zeros((batch, config.eval_seq_len, 64, 64, 1), np.uint8)
     keys = jax.random.split(jax.random.key(0), batch)
     start = time.perf_counter()
@@ -169,11 +269,23 @@ def rollout(batch: int, predicted: int, repeats: int = 2) -> dict:
     }
 
 
+def loader_throughput(config: cfg_lib.Config, num_batches: int, warmup: int = 2) -> float:
+    """Frames per second delivered by the train loader, measured after `warmup` batches."""
+    loader = data.make_train_loader(config)
+    for _ in range(warmup):
+        next(loader)
+    frames = 0
+    start = time.perf_counter()
+    for _ in range(num_batches):
+        frames += int(np.prod(next(loader).shape[:2]))
+    return frames / (time.perf_counter() - start)
+
+
 def loader(batches: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        config = paper_config("mmnist", datadir=tmp, num_gen_train=200, num_gen_test=2)
-        fps = data.loader_throughput(config, batches)
-    return {"config": "mmnist", "batch": 50, "seq_len": 100, "frames_per_s": fps}
+        config = paper_config("mmnist", datadir=tmp, num_gen_train=200, num_gen_test=2, progress=False)
+        fps = loader_throughput(config, batches)
+    return {"config": config.dataset, "batch": config.batch_size, "seq_len": config.seq_len, "frames_per_s": fps}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -212,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f"{row['gflop_per_step']:.0f} GFLOP/step, {100 * row['fraction_of_matmul_limit']:.0f}% of limit"
                 )
     if "convs" not in skip:
-        convs = cnns.conv_benchmark(paper_config("mmnist"), frames=800, repeats=1)
+        convs = conv_benchmark(paper_config("mmnist"), frames=800, repeats=1)
         result["convs_800_frames"] = convs
         grads = [f"{k.rsplit('/', 1)[0]} {v:.2f} s" for k, v in convs.items() if k.endswith("grad")]
         print("conv stacks, 800 frames, forward+grad: " + ", ".join(grads))
@@ -244,7 +356,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f"(temp {row['xla_temp_mb']:.0f}, predicted frames {row['predicted_frames_mb']:.0f})"
                 )
     if "metrics" not in skip:
-        m = tools.metric_speed()
+        m = metric_speed()
         result["metrics"] = m
         print(
             f"SSIM+PSNR on {m.get('num_frames', 964)} frames: JAX {m['jax_s'] * 1e3:.1f} ms, scikit-image "

@@ -20,12 +20,8 @@ are unchanged; `fast=False` on a module runs the plain nnx layers, which the tes
 
 from __future__ import annotations
 
-import math
-import time
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax import lax
 
@@ -38,14 +34,6 @@ _DN = ("NHWC", "HWIO", "NHWC")
 def conv_feature_size(config: Config) -> int:
     """Features per frame after the conv stack: 2x2 x 8*filters*m (1024m at filters=32)."""
     return 2 * 2 * 8 * config.filters * config.channels_mult
-
-
-def merge_time(x: jax.Array, factor: int) -> jax.Array:
-    """Sum windows of `factor` steps along T, padding T with zeros: (B, T, F) -> (B, ceil(T/factor), F)."""
-    b, t, f = x.shape
-    pad = -t % factor
-    x = jnp.pad(x, ((0, 0), (0, pad), (0, 0)))
-    return x.reshape(b, (t + pad) // factor, factor, f).sum(axis=2)
 
 
 # Stride-2 VALID convolutions with hand-written gradients. Kernels are HWIO (k, k, Cin, Cout).
@@ -197,11 +185,12 @@ def _apply(layer: nnx.Conv | nnx.ConvTranspose, op, h: jax.Array, dtype) -> jax.
 
 
 class Encoder(nnx.Module):
-    """Frames (B, T, 64, 64, C) -> one input sequence per level: [(B, ceil(T / k**l), F)]."""
+    """Frames (B, T, 64, 64, C) -> one feature sequence per level, per frame: [(B, T, F)] * levels.
+
+    Level 0 gets the conv features; level l > 0 the running feature after l dense blocks. The
+    clockwork (``cwvae.Clock.merge``) then sums each level's features over its k**l-frame ticks."""
 
     def __init__(self, config: Config, *, rngs: nnx.Rngs, fast: bool = True):
-        self.levels = config.levels
-        self.factor = config.tmp_abs_factor
         self.dtype = jnp.dtype(config.precision)
         self.fast = fast  # conv_s2 with hand-written gradients; False: the plain nnx.Conv path
         width = config.filters * config.channels_mult
@@ -230,13 +219,13 @@ class Encoder(nnx.Module):
             h = jax.nn.leaky_relu(h, 0.2)
         h = h.reshape(b, t, -1).astype(jnp.float32)
         assert h.shape[-1] == self.feat, (h.shape, self.feat)
-        inputs = [h]
-        for level, layers in enumerate(self.dense, start=1):
+        features = [h]
+        for layers in self.dense:
             for layer in layers[:-1]:
                 h = jax.nn.relu(layer(h))
             h = layers[-1](h)  # the running per-frame feature, carried to the next level
-            inputs.append(merge_time(h, self.factor**level))
-        return inputs
+            features.append(h)
+        return features
 
 
 class Decoder(nnx.Module):
@@ -271,45 +260,3 @@ class Decoder(nnx.Module):
         h = jnp.tanh(self._deconv(len(self.deconvs) - 1, h).astype(jnp.float32))
         assert h.shape[1:3] == (64, 64), f"Decoder produced {h.shape}, expected 64x64 frames"
         return h.reshape(b, t, *h.shape[1:])
-
-
-def level_lengths(seq_len: int, levels: int, factor: int) -> list[int]:
-    """Steps per level for a clip of seq_len frames: ceil(T / k**l)."""
-    return [math.ceil(seq_len / factor**level) for level in range(levels)]
-
-
-def _median_seconds(fn, *args, repeats: int = 3) -> float:
-    jax.block_until_ready(fn(*args))  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def conv_benchmark(config: Config, frames: int = 800, repeats: int = 3) -> dict[str, float]:
-    """Seconds (median) for the conv stacks' forward and forward+backward over `frames` frames,
-    plain nnx layers vs the fast ops: keys like 'encoder/fast/grad'. For bench.py."""
-    rngs = nnx.Rngs(0)
-    state = 8 * config.filters  # any width works for the decoder's input
-    frames_in = jax.random.uniform(jax.random.key(1), (1, frames, 64, 64, config.channels))
-    states = jax.random.normal(jax.random.key(2), (1, frames, state))
-    results = {}
-    for name, module, x in [
-        ("encoder", Encoder(config, rngs=rngs), frames_in),
-        ("decoder", Decoder(config, state, rngs=rngs), states),
-    ]:
-        for fast in (False, True):
-            module.fast = fast
-            graph, params = nnx.split(module)
-
-            def loss(p, x, graph=graph):
-                out = nnx.merge(graph, p)(x)
-                return sum(jnp.mean(o.astype(jnp.float32) ** 2) for o in jax.tree.leaves(out))
-
-            kind = "fast" if fast else "plain"
-            results[f"{name}/{kind}/forward"] = _median_seconds(jax.jit(loss), params, x, repeats=repeats)
-            grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
-            results[f"{name}/{kind}/grad"] = _median_seconds(grad, params, x, repeats=repeats)
-    return results

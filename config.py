@@ -1,16 +1,23 @@
 """One typed config for training, evaluation and benchmarks.
 
 Values come from, in rising priority: the dataclass defaults below, the YAML file
-given by ``--config``, the command line (``--key value`` or ``--key=value``), and
-wandb's run config (sweeps). Every error a user can cause here is raised as a
-``ConfigError`` whose message names the key, the value and what is valid; the
-scripts print it on one line and exit with code 2.
+given by ``--config``, the command line (``--key value`` or ``--key=value``, as a wandb
+sweep agent passes them: ``None`` for null, ``16.0`` for an int), and wandb's run config
+(sweeps). Every error a user can cause is a ``UserError`` whose message names the key,
+file or value and what is valid; the scripts print it on one line and exit with code 2.
+
+Keys are of two kinds: those that change what a run learns (the model, the loss, the
+data, the optimisation, the seed), which identify the experiment and name its folder,
+and the output-only keys in ``OUTPUT_ONLY`` (paths, how often to save, evaluation
+settings), which may change when a run resumes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
 import os
 import pathlib
 import secrets
@@ -22,8 +29,16 @@ from typing import Any, Union
 import yaml
 
 
-class ConfigError(ValueError):
+class UserError(ValueError):
+    """An error the user can fix (input, files, data): printed as one line, exit code 2."""
+
+
+class ConfigError(UserError):
     """A user error in the configuration: one line, names key, value and what is valid."""
+
+
+class DataError(UserError):
+    """A data problem (missing archive, corrupt file, bad length): one line naming the file."""
 
 
 @dataclasses.dataclass
@@ -31,7 +46,8 @@ class Config:
     # --- files -----------------------------------------------------------------
     config: str | None = None  # YAML file with the dataset's overrides
     datadir: str = "data"  # root of the prepared (and generated) datasets
-    logdir: str = "logs"  # root of the experiment folders (eval.py: the checkpoint folder)
+    logdir: str = "logs"  # root of the experiment folders (eval.py: the run or checkpoint folder)
+    run_name: str | None = None  # the run's folder under logdir/dataset; null: main keys + hash of the result keys
     # --- model -----------------------------------------------------------------
     levels: int = 3  # levels of the hierarchy
     tmp_abs_factor: int = 6  # clock factor k: level l ticks once every k**l frames
@@ -47,7 +63,8 @@ class Config:
     use_obs: str | None = None  # per level, whether the posterior sees observations ("TTF"); null: all
     channels_mult: int = 1  # width multiplier of the encoder/decoder convs
     filters: int = 32  # base conv width
-    precision: str = "float32"  # matmul/conv dtype: float32 or bfloat16 (GPU/TPU); params stay float32
+    conv_impl: str = "auto"  # auto (xla on GPU/TPU, blocks on CPU), xla (lax convs) or blocks (cnns.py's CPU forms)
+    precision: str = "float32"  # conv dtype: float32 or bfloat16 (GPU/TPU); params and dense layers stay float32
     # --- data ------------------------------------------------------------------
     dataset: str = "mmnist"  # mmnist, mazes or minerl
     data_source: str = "generated"  # generated (offline stand-in) or paper (the paper's archives)
@@ -58,6 +75,7 @@ class Config:
     channels: int = 1  # frame channels: 1 for mmnist, 3 otherwise
     # --- optimisation ----------------------------------------------------------
     lr: float = 3e-4  # Adam learning rate (Adam eps 1e-4)
+    adam: str = "keras"  # keras: the official code's (Keras legacy) Adam; optax: optax.adam (eps after bias correction)
     batch_size: int = 50  # global batch, split over all devices
     num_epochs: int = 300  # passes over the training split
     max_steps: int | None = None  # stop after this many steps (demos, benchmarks); null: no bound
@@ -101,8 +119,18 @@ class Config:
             return [float(b) for b in self.beta]
         return [float(self.beta)] * self.levels
 
-    def run_name(self) -> str:
-        """Folder name of the experiment built from the main keys (not the seed, so a rerun resumes)."""
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def result_keys(self) -> dict[str, Any]:
+        """The keys that change what the run learns (every key but the output-only ones)."""
+        return {k: v for k, v in self.to_dict().items() if k not in OUTPUT_ONLY}
+
+    def run_name_prefix(self) -> str:
+        """The readable part of the run folder's name: the main keys."""
         parts = [
             f"L{self.levels}",
             f"k{self.tmp_abs_factor}",
@@ -115,26 +143,55 @@ class Config:
         ]
         return "_".join(parts)
 
-    def exp_dir(self) -> pathlib.Path:
-        """logdir/dataset/run_name: where checkpoints, config.yml and summaries live."""
-        return pathlib.Path(self.logdir) / self.dataset / self.run_name()
+    def run_hash(self) -> str:
+        """8 hex digits of every result-changing key (the seed only when it was given)."""
+        text = json.dumps(self.result_keys(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def default_run_name(self) -> str:
+        return f"{self.run_name_prefix()}_{self.run_hash()}"
 
-    def save(self, path: os.PathLike) -> None:
-        """Write the resolved config as YAML (the file eval.py and resumes read back)."""
-        pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        tmp = pathlib.Path(str(path) + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+
+# Keys that do not change what a run learns: where files go, how often to save or log, how
+# validation and evaluation are done. They are left out of the run's identity and may change on resume.
+OUTPUT_ONLY = frozenset(
+    {
+        "config",
+        "datadir",
+        "logdir",
+        "run_name",
+        "max_steps",
+        "use_obs",
+        "num_gen_test",
+        "eval_seq_len",
+        "open_loop_ctx",
+        "num_val_batches",
+        "val_seq_len",
+        "save_gifs",
+        "save_scalars_every",
+        "save_gifs_every",
+        "save_model_every",
+        "save_named_model_every",
+        "wandb_project",
+        "wandb_mode",
+        "progress",
+        "num_examples",
+        "num_samples",
+        "eval_batch_size",
+        "no_save_grid",
+        "ssim_data_range",
+        "fvd",
+        "conv_impl",
+    }
+)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 DATASETS = ("mmnist", "mazes", "minerl")
 DATA_SOURCES = ("generated", "paper")
 PRECISIONS = ("float32", "bfloat16")
+ADAMS = ("keras", "optax")
+CONV_IMPLS = ("auto", "xla", "blocks")
 WANDB_MODES = ("online", "offline", "disabled")
 
 
@@ -172,6 +229,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             return value
     elif isinstance(value, int) and int in allowed:
         return value
+    elif isinstance(value, float) and int in allowed and float not in allowed and value.is_integer():
+        return int(value)  # wandb sweeps pass ints as 16.0
     elif isinstance(value, (int, float)) and float in allowed:
         return float(value)
     elif isinstance(value, str) and str in allowed:
@@ -205,6 +264,8 @@ def _parse_cli(argv: list[str]) -> dict[str, str]:
 
 def _yaml_value(text: str) -> Any:
     """A CLI string as YAML would read it, plus numbers YAML 1.1 leaves as strings (1e-3)."""
+    if text in ("None", "none"):  # Python's spelling of null, as wandb writes it
+        return None
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -257,6 +318,13 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
     check(c.dataset in DATASETS, f"key 'dataset' got {c.dataset!r}; valid: {', '.join(DATASETS)}")
     check(c.data_source in DATA_SOURCES, f"key 'data_source' got {c.data_source!r}; valid: {', '.join(DATA_SOURCES)}")
     check(c.precision in PRECISIONS, f"key 'precision' got {c.precision!r}; valid: {', '.join(PRECISIONS)}")
+    check(c.adam in ADAMS, f"key 'adam' got {c.adam!r}; valid: {', '.join(ADAMS)}")
+    check(c.conv_impl in CONV_IMPLS, f"key 'conv_impl' got {c.conv_impl!r}; valid: {', '.join(CONV_IMPLS)}")
+    if c.run_name is not None:
+        check(
+            c.run_name not in ("", ".", "..") and "/" not in c.run_name and "\\" not in c.run_name,
+            f"key 'run_name' got {c.run_name!r}; must be a plain folder name (no '/')",
+        )
     check(
         c.wandb_mode is None or c.wandb_mode in WANDB_MODES,
         f"key 'wandb_mode' got {c.wandb_mode!r}; valid: {', '.join(WANDB_MODES)} or null",
@@ -409,9 +477,13 @@ def resolve_wandb_mode(config: Config) -> Config:
 
 
 def main_guard(fn):
-    """Run `fn()`; a ConfigError (or other user error) becomes one line on stderr and exit code 2."""
+    """Run `fn()`; a UserError becomes one line on stderr and exit code 2; a closed stdout
+    (``python train.py --help | head``) ends quietly."""
     try:
         return fn()
-    except ConfigError as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise SystemExit(1) from None

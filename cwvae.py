@@ -1,4 +1,4 @@
-"""The Clockwork VAE: RSSM cells, the clockwork hierarchy, the negative ELBO, open-loop rollout.
+"""The Clockwork VAE: the clockwork, RSSM cells, the hierarchy, the negative ELBO, open-loop rollout.
 
 Level l of the hierarchy ticks once every k**l frames (k = tmp_abs_factor). Levels unroll
 from the top down; each level's posterior output, repeated k times along time, is the
@@ -8,16 +8,63 @@ state sequence of level l, T_l = ceil(T / k**l).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cnns import GLOROT, Decoder, Encoder, conv_feature_size, level_lengths
+from cnns import GLOROT, Decoder, Encoder, conv_feature_size
 from config import Config
 
 STDDEV_SHIFT = 0.54  # added to the hidden layer before the stddev head, as in the official code
+
+
+# --- The clockwork (the paper's section 3) ----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Clock:
+    """Temporal abstraction: level l ticks once every k**l frames (k = tmp_abs_factor).
+
+    - `lengths`: a clip of T frames gives level l ceil(T / k**l) steps.
+    - `merge`: level l's input at a tick is the sum of its per-frame features over the tick's
+      k**l frames (the clip is padded with zeros to whole ticks).
+    - `repeat`: each step of level l + 1 is the context of the k steps of level l it spans.
+    - `keep_mask` (cell_reset_state): below the top, the stochastic sample is reset to zero at
+      the first step of every parent tick.
+    """
+
+    levels: int
+    factor: int
+
+    def lengths(self, frames: int) -> list[int]:
+        """Steps per level for a clip of `frames` frames: ceil(T / k**l)."""
+        return [math.ceil(frames / self.factor**level) for level in range(self.levels)]
+
+    def merge(self, features: jax.Array, level: int) -> jax.Array:
+        """Per-frame features (B, T, F) -> level l's inputs (B, ceil(T / k**l), F), summed per tick."""
+        period = self.factor**level
+        b, t, f = features.shape
+        pad = -t % period
+        x = jnp.pad(features, ((0, 0), (0, pad), (0, 0)))
+        return x.reshape(b, (t + pad) // period, period, f).sum(axis=2)
+
+    def repeat(self, parent: jax.Array, length: int) -> jax.Array:
+        """The parent level's states (B, T_l+1, D) as the context of the level below: (B, length, D)."""
+        context = jnp.repeat(parent, self.factor, axis=1)
+        assert context.shape[1] >= length, f"context of {context.shape[1]} steps for a level of {length}"
+        return context[:, :length]
+
+    def keep_mask(self, level: int, length: int, first_step: int, reset: bool) -> jax.Array:
+        """(length, 1, 1): 0 where the previous sample is reset, 1 where it is kept. With `reset`,
+        steps t of level l < top with t % k == 0 reset (the top level has no parent)."""
+        if not reset or level == self.levels - 1:
+            return jnp.ones((length, 1, 1))
+        t = jnp.arange(first_step, first_step + length)
+        return (t % self.factor != 0).astype(jnp.float32)[:, None, None]
 
 
 class LossOptions(NamedTuple):
@@ -188,7 +235,7 @@ class CWVAE(nnx.Module):
 
     def __init__(self, config: Config, *, rngs: nnx.Rngs):
         self.levels = config.levels
-        self.factor = config.tmp_abs_factor
+        self.clock = Clock(config.levels, config.tmp_abs_factor)
         self.use_obs = tuple(config.use_obs_per_level())
         self.stoch, self.deter = config.cell_stoch_size, config.cell_deter_size
         self.reset_state = config.cell_reset_state
@@ -198,14 +245,6 @@ class CWVAE(nnx.Module):
         feat = conv_feature_size(config)
         self.cells = nnx.List([RSSMCell(config, state_size, feat, rngs=rngs) for _ in range(config.levels)])
         self.decoder = Decoder(config, state_size, rngs=rngs)
-
-    def _keep_mask(self, level: int, length: int, offset: int) -> jax.Array:
-        """1 where the previous sample is kept; 0 at the first step of each parent tick when
-        cell_reset_state is on (the top level has no parent and never resets)."""
-        if not self.reset_state or level == self.levels - 1:
-            return jnp.ones((length, 1, 1))
-        t = jnp.arange(offset, offset + length)
-        return (t % self.factor != 0).astype(jnp.float32)[:, None, None]
 
     def hierarchy(
         self,
@@ -219,28 +258,30 @@ class CWVAE(nnx.Module):
         where the level does not observe). Returns priors and posteriors per level (level 0 first)."""
         use_obs = self.use_obs if use_obs is None else use_obs
         b = inputs[0].shape[0]
-        context = jnp.zeros((b, inputs[-1].shape[1], self.stoch + self.deter))
         priors, posts = [None] * self.levels, [None] * self.levels
         for level in reversed(range(self.levels)):
             length = inputs[level].shape[1]
-            context = context[:, :length]
-            assert context.shape[1] == length, f"level {level}: context {context.shape} shorter than {length} steps"
-            init = initial[level] if initial else zero_state(b, self.stoch, self.deter)
-            prior, post = self.cells[level].unroll(
+            if level == self.levels - 1:
+                context = jnp.zeros((b, length, self.stoch + self.deter))  # the top level has no parent
+            else:
+                context = self.clock.repeat(posts[level + 1].output, length)
+            first_step = offset // self.clock.factor**level
+            priors[level], posts[level] = self.cells[level].unroll(
                 inputs[level] if use_obs[level] else None,
                 context,
-                self._keep_mask(level, length, offset // self.factor**level),
-                init,
+                self.clock.keep_mask(level, length, first_step, self.reset_state),
+                initial[level] if initial else zero_state(b, self.stoch, self.deter),
                 jax.random.fold_in(key, level),
             )
-            priors[level], posts[level] = prior, post
-            context = jnp.repeat(post.output, self.factor, axis=1)
         return priors, posts
+
+    def encode(self, obs: jax.Array) -> list[jax.Array]:
+        """Frames (B, T, H, W, C) -> each level's inputs (B, ceil(T / k**l), F)."""
+        return [self.clock.merge(f, level) for level, f in enumerate(self.encoder(obs))]
 
     def __call__(self, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, list[CellState], list[CellState]]:
         """Frames (B, T, H, W, C) in [0, 1] -> decoded means (B, T, H, W, C), priors, posteriors."""
-        inputs = self.encoder(obs)
-        priors, posts = self.hierarchy(inputs, key)
+        priors, posts = self.hierarchy(self.encode(obs), key)
         return self.decoder(posts[0].output), priors, posts
 
     def loss(self, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -262,14 +303,13 @@ class CWVAE(nnx.Module):
         rest from the priors alone. Returns predicted frame means (B, T - context_frames, H, W, C)."""
         t = obs.shape[1]
         assert 0 < context_frames < t, f"context_frames {context_frames} must be in (0, {t})"
-        assert context_frames % self.factor ** (self.levels - 1) == 0, (
-            f"context_frames {context_frames} must divide by {self.factor}**{self.levels - 1}"
-        )
-        inputs = self.encoder(obs[:, :context_frames])
+        top = self.clock.factor ** (self.levels - 1)
+        assert context_frames % top == 0, f"context_frames {context_frames} must divide by k**(levels-1) = {top}"
+        inputs = self.encode(obs[:, :context_frames])
         key_ctx, key_pred = jax.random.split(key)
         _, posts = self.hierarchy(inputs, key_ctx)
         last = [last_step(p) for p in posts]
-        totals = level_lengths(t, self.levels, self.factor)
+        totals = self.clock.lengths(t)
         lengths = [total - inp.shape[1] for total, inp in zip(totals, inputs)]
         blank = [jnp.zeros((obs.shape[0], n, inp.shape[-1])) for n, inp in zip(lengths, inputs)]
         priors, _ = self.hierarchy(blank, key_pred, [False] * self.levels, last, offset=context_frames)

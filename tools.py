@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import os
+import sys
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import imageio.v2 as imageio
 import jax
@@ -195,85 +196,13 @@ def cap_psnr(values: jax.Array | np.ndarray, cap_db: float = PSNR_CAP_DB) -> jax
     return jnp.minimum(jnp.asarray(values), cap_db)
 
 
-# --- Speed against scikit-image ----------------------------------------------------------------
-
-
-def blob_frames(num_frames: int, shape: Sequence[int] = (64, 64, 1), seed: int = 0) -> np.ndarray:
-    """Smooth test frames (N, H, W, C) in [0, 1]: blurred bright blobs on black, like Moving MNIST."""
-    rng = np.random.default_rng(seed)
-    h, w, c = shape
-    yy, xx = np.mgrid[:h, :w]
-    frames = np.zeros((num_frames, h, w, c), np.float32)
-    for _ in range(3):
-        cy = rng.uniform(0, h, (num_frames, 1, 1, 1))
-        cx = rng.uniform(0, w, (num_frames, 1, 1, 1))
-        radius = rng.uniform(3, 8, (num_frames, 1, 1, c))
-        dist2 = (yy[None, :, :, None] - cy) ** 2 + (xx[None, :, :, None] - cx) ** 2
-        frames += np.exp(-dist2 / (2 * radius**2))
-    return np.clip(frames, 0.0, 1.0)
-
-
-def _skimage_metrics(
-    x: np.ndarray, y: np.ndarray, ssim_range: float, psnr_range: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """The reference: scikit-image frame by frame (PSNR per channel, averaged)."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    ssims, psnrs = [], []
-    for a, b in zip(x, y):
-        ssims.append(structural_similarity(a, b, data_range=ssim_range, channel_axis=-1))
-        channels = range(a.shape[-1])
-        psnrs.append(np.mean([peak_signal_noise_ratio(a[..., k], b[..., k], data_range=psnr_range) for k in channels]))
-    return np.array(ssims), np.array(psnrs)
-
-
-def _best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def metric_speed(
-    num_frames: int = 964,
-    frame_shape: Sequence[int] = (64, 64, 1),
-    ssim_range: float = SSIM_DATA_RANGE,
-    psnr_range: float = PSNR_DATA_RANGE,
-    repeats: int = 5,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Times :func:`frame_metrics` (SSIM and PSNR, jitted, warm) against scikit-image's
-    per-frame loop on the same frames.
-
-    Frames are :func:`blob_frames` and a noisy copy. Returns the best of ``repeats`` runs of
-    scikit-image and of ``10 * repeats`` runs of JAX (seconds), their ratio, and the largest
-    absolute differences of the values.
-    """
-    x = blob_frames(num_frames, frame_shape, seed)
-    noise = np.random.default_rng(seed + 1).normal(0, 0.1, x.shape).astype(np.float32)
-    y = x + noise  # unclipped, like the official predictions
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
-
-    def run_jax():
-        return jax.block_until_ready(frame_metrics(xj, yj, ssim_range, psnr_range))
-
-    jax_ssim, jax_psnr = run_jax()  # compile
-    jax_s = _best_time(run_jax, 10 * repeats)  # ~100x cheaper than the reference; VM timing noise
-    ref_s = _best_time(lambda: _skimage_metrics(x, y, ssim_range, psnr_range), repeats)
-    ref_ssim, ref_psnr = _skimage_metrics(x.astype(np.float64), y.astype(np.float64), ssim_range, psnr_range)
-    return {
-        "num_frames": num_frames,
-        "jax_s": jax_s,
-        "skimage_s": ref_s,
-        "speedup": ref_s / jax_s,
-        "ssim_max_abs_diff": float(np.max(np.abs(np.asarray(jax_ssim) - ref_ssim))),
-        "psnr_max_abs_diff": float(np.max(np.abs(np.asarray(jax_psnr) - ref_psnr))),
-    }
-
-
 # --- Images, videos, plots (numpy, host side) --------------------------------------------------
+
+
+def to_unit(frames):
+    """uint8 frames in [0, 255] -> float32 in [0, 1], as numpy or JAX arrays (a JAX array is
+    converted on its device: 4x less transfer than float frames)."""
+    return frames.astype(np.float32) / 255.0
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -300,8 +229,9 @@ def video_grid(frames: np.ndarray, per_row: int = 50, gap: int = 1, fill: int = 
 
 
 @contextlib.contextmanager
-def _atomic_path(path: str) -> Iterator[str]:
-    """Yields a temporary path beside ``path`` (same suffix); moves it onto ``path`` on success."""
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yields a temporary path beside ``path`` (same suffix); moves it onto ``path`` on success,
+    so a reader never sees a half-written file and an interrupted write leaves the old one."""
     folder, name = os.path.split(os.path.abspath(path))
     suffix = os.path.splitext(name)[1]
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=folder)
@@ -314,20 +244,40 @@ def _atomic_path(path: str) -> Iterator[str]:
             os.remove(tmp)
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes a text file atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
+
+
+def write_json(path: str | os.PathLike, value: dict) -> None:
+    write_text(path, json.dumps(value, indent=1))
+
+
+def progress_bar(enabled: bool, total: int, unit: str, desc: str | None = None, initial: int = 0):
+    """A tqdm bar on stdout, or None when disabled."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit=unit, desc=desc, dynamic_ncols=True, file=sys.stdout)
+
+
 def save_png(path: str, image: np.ndarray) -> None:
     """Writes a uint8 image (H, W) or (H, W, C) as PNG; one channel is stored as greyscale."""
     image = np.asarray(image)
     assert image.dtype == np.uint8, f"save_png expects uint8, got {image.dtype}"
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         imageio.imwrite(tmp, image, format="png")
 
 
-def save_npz(path: str, **arrays: np.ndarray) -> None:
-    """Writes named arrays to one compressed NPZ file."""
-    with _atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
+def save_npz(path: str, *arrays: np.ndarray, **named: np.ndarray) -> None:
+    """Writes arrays to one compressed NPZ file: positional ones as arr_0, arr_1, ... (as np.savez),
+    the others by name."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, *map(np.asarray, arrays), **{k: np.asarray(v) for k, v in named.items()})
 
 
 def prediction_strip(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -352,7 +302,7 @@ def save_video(path: str, frames: np.ndarray, fps: int = 10) -> None:
     assert frames.ndim == 4 and frames.dtype == np.uint8, f"need uint8 (T, H, W, C), got {frames.dtype} {frames.shape}"
     if frames.shape[-1] == 1:
         frames = np.repeat(frames, 3, axis=-1)
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         if path.lower().endswith(".gif"):
             imageio.mimwrite(tmp, list(frames), format="gif", duration=1000 / fps, loop=0)
         else:
@@ -373,7 +323,7 @@ def plot_metric(path: str, mean: np.ndarray, std: np.ndarray, name: str, first_f
     ax.set_ylabel(name)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
 
 
@@ -411,9 +361,7 @@ def _i3d_logits(variables: dict, clips: jax.Array) -> jax.Array:
 def _as_unit_float(videos: np.ndarray) -> np.ndarray:
     """uint8 in [0, 255] or float in [0, 1] -> float32 in [0, 1]."""
     videos = np.asarray(videos)
-    if videos.dtype == np.uint8:
-        return videos.astype(np.float32) / 255.0
-    return np.clip(videos.astype(np.float32), 0.0, 1.0)
+    return to_unit(videos) if videos.dtype == np.uint8 else np.clip(videos.astype(np.float32), 0.0, 1.0)
 
 
 def fvd_clips(videos: np.ndarray, all_clips: bool = False, clip_len: int = FVD_CLIP_LEN) -> np.ndarray:

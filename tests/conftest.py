@@ -22,27 +22,18 @@ def mmnist(*argv):
     return cfg_lib.parse(["--config", str(ROOT / "configs" / "mmnist.yml"), *argv])
 
 
+def tiny_args(tmp_path, *argv, **overrides) -> list[str]:
+    """Command-line arguments of the tiny config (configs/tiny.yml) writing into tmp_path."""
+    args = ["--config", str(ROOT / "configs" / "tiny.yml"), "--datadir", str(tmp_path / "data")]
+    args += ["--logdir", str(tmp_path / "logs"), "--seed", "0", "--progress", "false", *argv]
+    for key, value in overrides.items():
+        args += [f"--{key}", str(value)]
+    return args
+
+
 @pytest.fixture
 def tiny(tmp_path):
-    """A tiny config (configs/tiny.yml) writing into tmp_path; override keys with tiny(key=value)."""
+    """A tiny config writing into tmp_path; override keys with tiny("--key", "value") or tiny(key=value)."""
     import config as cfg_lib
 
-    def make(*argv, **overrides):
-        args = [
-            "--config",
-            str(ROOT / "configs" / "tiny.yml"),
-            "--datadir",
-            str(tmp_path / "data"),
-            "--logdir",
-            str(tmp_path / "logs"),
-            "--seed",
-            "0",
-            "--progress",
-            "false",
-            *argv,
-        ]
-        for key, value in overrides.items():
-            args += [f"--{key}", str(value)]
-        return cfg_lib.parse(args)
-
-    return make
+    return lambda *argv, **overrides: cfg_lib.parse(tiny_args(tmp_path, *argv, **overrides))

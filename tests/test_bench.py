@@ -1,7 +1,12 @@
-"""bench.py's conv profile: it times the layers the model really has, and every part of each."""
+"""bench.py: the conv profile times the layers the model really has, and every part of each; the
+metric and loader measurements report real values; the README figures' script."""
+
+import dataclasses
+import sys
 
 import jax
-from conftest import mmnist
+import numpy as np
+from conftest import ROOT, mmnist
 
 import bench
 
@@ -25,3 +30,22 @@ def test_conv_profile_times_forward_and_both_gradients(tiny):
     for row in rows:
         for part in bench.PARTS:
             assert row[f"{part}_s"] > 0 and row[f"{part}_gflop_per_s"] > 0, (row["layer"], part)
+
+
+def test_metric_speed_reports_equal_values():
+    result = bench.metric_speed(num_frames=20, repeats=1)
+    assert result["ssim_max_abs_diff"] < 1e-4 and result["psnr_max_abs_diff"] < 1e-3
+    assert result["jax_s"] > 0 and result["speedup"] > 0
+
+
+def test_loader_throughput_is_positive(tiny):
+    assert bench.loader_throughput(dataclasses.replace(tiny(), num_epochs=10), num_batches=3) > 0
+
+
+def test_walk_strip_has_eight_frames_with_gaps():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_assets
+
+    strip = make_assets.walk_strip("mazes", every=2)
+    assert strip.shape == (64, 8 * 64 + 7 * 2, 3) and strip.dtype == np.uint8
+    assert np.all(strip[:, 64:66] == 255)

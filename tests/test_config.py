@@ -107,4 +107,4 @@ def test_help_lists_every_key_with_doc():
 def test_seed_is_drawn_once_and_run_name_excludes_it():
     c = cfg_lib.resolve_seed(cfg_lib.Config())
     assert isinstance(c.seed, int)
-    assert c.run_name() == cfg_lib.Config(seed=1).run_name()
+    assert c.run_name_prefix() == cfg_lib.Config(seed=1).run_name_prefix()

@@ -16,8 +16,10 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import builders
 import config
 import data
+import generators
 
 
 def Cfg(**overrides) -> config.Config:
@@ -74,14 +76,14 @@ def no_network(monkeypatch):
     [("mmnist", 1, ""), ("mazes", 3, "gqn_mazes/"), ("minerl", 3, "")],
 )
 def test_builder_prepares_manual_archive_offline(tmp_path, no_network, dataset, channels, top):
-    archive = data._PAPER[dataset]
+    archive = builders.ARCHIVES[dataset]
     cfg = Cfg(dataset=dataset, data_source="paper", datadir=str(tmp_path / "d"), channels=channels)
-    data.manual_dir(cfg).mkdir(parents=True)
+    builders.manual_dir(cfg).mkdir(parents=True)
     counts, frames = {"train": 3, "test": 2}, {"train": 6, "test": 8}
     written = write_archive(
-        data.manual_dir(cfg) / f"{archive.name}.zip", archive.folders, counts, frames, channels, top
+        builders.manual_dir(cfg) / f"{archive.name}.zip", archive.folders, counts, frames, channels, top
     )
-    builder = data.prepare_paper(cfg)
+    builder = builders.prepare_paper(cfg)
     for split in ("train", "test"):
         source = builder.as_data_source(split=split)
         assert len(source) == counts[split]
@@ -94,10 +96,10 @@ def test_builder_prepares_manual_archive_offline(tmp_path, no_network, dataset, 
 
 def test_prepared_archive_loads_through_eval_loader(tmp_path, no_network):
     cfg = Cfg(data_source="paper", datadir=str(tmp_path))
-    data.manual_dir(cfg).mkdir(parents=True)
+    builders.manual_dir(cfg).mkdir(parents=True)
     write_archive(
-        data.manual_dir(cfg) / "moving_mnist_2digit.zip",
-        data._PAPER["mmnist"].folders,
+        builders.manual_dir(cfg) / "moving_mnist_2digit.zip",
+        builders.ARCHIVES["mmnist"].folders,
         {"train": 2, "test": 3},
         {"train": 12, "test": 9},
         1,
@@ -111,21 +113,21 @@ def test_prepared_archive_loads_through_eval_loader(tmp_path, no_network):
 
 def test_unfinished_preparation_is_not_taken_as_complete(tmp_path, no_network):
     cfg = Cfg(data_source="paper", datadir=str(tmp_path))
-    data.manual_dir(cfg).mkdir(parents=True)
-    (data.manual_dir(cfg) / "moving_mnist_2digit.zip").write_bytes(b"PK\x03\x04 truncated")
+    builders.manual_dir(cfg).mkdir(parents=True)
+    (builders.manual_dir(cfg) / "moving_mnist_2digit.zip").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(data.DataError):
-        data.prepare_paper(cfg)
-    assert not data.paper_builder(cfg).is_prepared()
+        builders.prepare_paper(cfg)
+    assert not builders.paper_builder(cfg).is_prepared()
 
 
 def test_truncated_zip_names_the_file(tmp_path, no_network):
     cfg = Cfg(data_source="paper", datadir=str(tmp_path))
-    data.manual_dir(cfg).mkdir(parents=True)
-    path = data.manual_dir(cfg) / "moving_mnist_2digit.zip"
-    write_archive(path, data._PAPER["mmnist"].folders, {"train": 1, "test": 1}, {"train": 4, "test": 4}, 1)
+    builders.manual_dir(cfg).mkdir(parents=True)
+    path = builders.manual_dir(cfg) / "moving_mnist_2digit.zip"
+    write_archive(path, builders.ARCHIVES["mmnist"].folders, {"train": 1, "test": 1}, {"train": 4, "test": 4}, 1)
     path.write_bytes(path.read_bytes()[:-200])
     with pytest.raises(data.DataError, match="moving_mnist_2digit.zip"):
-        data.prepare_paper(cfg)
+        builders.prepare_paper(cfg)
 
 
 def test_corrupt_mp4_names_the_file(tmp_path):
@@ -133,7 +135,7 @@ def test_corrupt_mp4_names_the_file(tmp_path):
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("train/0001.mp4", mp4_bytes(smooth_video(4, 3), tmp_path)[:300])
     with pytest.raises(data.DataError, match=r"a\.zip:train/0001\.mp4") as e:
-        list(data.read_zip_videos(path, "train", 3))
+        list(builders.read_zip_videos(path, "train", 3))
     assert "\n" not in str(e.value)
 
 
@@ -142,19 +144,19 @@ def test_missing_split_folder_is_an_error(tmp_path):
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("other/0001.mp4", b"x")
     with pytest.raises(data.DataError, match="no mp4 files in folder 'train'"):
-        list(data.read_zip_videos(path, "train", 3))
+        list(builders.read_zip_videos(path, "train", 3))
 
 
 def test_blocked_download_fails_fast_with_one_line(tmp_path, no_network):
     cfg = Cfg(dataset="minerl", data_source="paper", datadir=str(tmp_path), channels=3)
     start = time.perf_counter()
     with pytest.raises(data.DataError) as e:
-        data.prepare_paper(cfg)
+        builders.prepare_paper(cfg)
     message = str(e.value)
     assert time.perf_counter() - start < 10
     assert "\n" not in message
-    assert "minerl_navigate" in message and data._PAPER["minerl"].url in message
-    assert str(data.manual_dir(cfg)) in message
+    assert "minerl_navigate" in message and builders.ARCHIVES["minerl"].url in message
+    assert str(builders.manual_dir(cfg)) in message
 
 
 def test_generated_minerl_is_refused(tmp_path):
@@ -167,18 +169,18 @@ def test_generated_minerl_is_refused(tmp_path):
 
 
 def test_generated_mmnist_is_deterministic_and_shaped():
-    a = data.generate_mmnist(3, 20, seed=5)
+    a = generators.generate("mmnist", 3, 20, seed=5)
     assert a.shape == (3, 20, 64, 64, 1) and a.dtype == np.uint8
-    np.testing.assert_array_equal(a, data.generate_mmnist(3, 20, seed=5))
-    np.testing.assert_array_equal(a[:2], data.generate_mmnist(2, 20, seed=5))  # prefix property
-    assert not np.array_equal(a, data.generate_mmnist(3, 20, seed=6))
+    np.testing.assert_array_equal(a, generators.generate("mmnist", 3, 20, seed=5))
+    np.testing.assert_array_equal(a[:2], generators.generate("mmnist", 2, 20, seed=5))  # prefix property
+    assert not np.array_equal(a, generators.generate("mmnist", 3, 20, seed=6))
     assert a.max() > 200 and (a > 0).mean() < 0.5  # digits on a black background
 
 
 def test_generated_mazes_are_deterministic_and_smooth():
-    a = data.generate_mazes(2, 60, seed=3)
+    a = generators.generate("mazes", 2, 60, seed=3)
     assert a.shape == (2, 60, 64, 64, 3) and a.dtype == np.uint8
-    np.testing.assert_array_equal(a, data.generate_mazes(2, 60, seed=3))
+    np.testing.assert_array_equal(a, generators.generate("mazes", 2, 60, seed=3))
     assert a.min() < 60 and a.max() > 150  # a real range of colours
     frames = a.reshape(-1, 64, 64, 3).astype(float)
     consecutive = np.abs(np.diff(a.astype(float), axis=1)).mean(axis=(2, 3, 4))  # (N, T-1)
@@ -191,19 +193,14 @@ def test_generated_mazes_are_deterministic_and_smooth():
 
 def test_generated_split_is_written_once_and_reused(tmp_path):
     cfg = Cfg(datadir=str(tmp_path), num_gen_train=2)
-    path = data.ensure_generated(cfg, "train")
+    path = generators.ensure_generated(cfg, "train")
     assert path.parent == tmp_path / "generated" / "mmnist"
     stamp = path.stat().st_mtime_ns
-    assert data.ensure_generated(cfg, "train").stat().st_mtime_ns == stamp
+    assert generators.ensure_generated(cfg, "train").stat().st_mtime_ns == stamp
     assert np.load(path).shape == (2, 100, 64, 64, 1)
     assert not list(path.parent.glob("*.tmp*"))
     assert "generated Moving MNIST" in data.describe_source(cfg)
-    assert data.generated_file(dataclasses.replace(cfg, seed=7), "train") == path  # not tied to the run's seed
-
-
-def test_maze_walk_png(tmp_path):
-    data.save_maze_walk_png(tmp_path / "walk.png")
-    assert iio.imread(tmp_path / "walk.png").shape == (64, 8 * 64 + 7 * 2, 3)
+    assert generators.generated_file(dataclasses.replace(cfg, seed=7), "train") == path  # not tied to the run's seed
 
 
 # --- loaders (on a small fake generated file) ---------------------------------------------------
@@ -215,10 +212,10 @@ def fake_mmnist(tmp_path):
     cfg = Cfg(datadir=str(tmp_path))
     videos = np.zeros((6, 25, 64, 64, 1), np.uint8)
     videos[:, :, 0, 0, 0] = 10 * np.arange(6)[:, None] + np.arange(25)[None]
-    path = data.generated_file(cfg, "train")
+    path = generators.generated_file(cfg, "train")
     path.parent.mkdir(parents=True)
     np.save(path, videos)
-    np.save(data.generated_file(cfg, "test"), videos[:3, :20])
+    np.save(generators.generated_file(cfg, "test"), videos[:3, :20])
     return cfg
 
 
@@ -280,10 +277,6 @@ def test_eval_loader_is_ordered_and_keeps_the_last_batch(fake_mmnist):
 def test_eval_loader_rejects_short_videos(fake_mmnist):
     with pytest.raises(data.DataError, match=r"mmnist test: videos have 20 frames, fewer than seq_len = 30"):
         data.make_eval_loader(fake_mmnist, seq_len=30, batch_size=2)
-
-
-def test_loader_throughput_is_positive(fake_mmnist):
-    assert data.loader_throughput(dataclasses.replace(fake_mmnist, num_epochs=10), num_batches=3) > 0
 
 
 def test_import_does_not_load_tensorflow():

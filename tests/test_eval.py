@@ -7,7 +7,7 @@ import sys
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, tiny_args
 
 import config as cfg_lib
 import eval as eval_lib
@@ -19,21 +19,7 @@ from config import ConfigError
 def trained(tmp_path_factory):
     """A tiny model trained for a few steps; returns its experiment folder."""
     tmp = tmp_path_factory.mktemp("run")
-    args = [
-        "--config",
-        str(ROOT / "configs/tiny.yml"),
-        "--datadir",
-        str(tmp / "data"),
-        "--logdir",
-        str(tmp / "logs"),
-        "--seed",
-        "0",
-        "--progress",
-        "false",
-        "--max_steps",
-        "4",
-    ]
-    return train.train(cfg_lib.parse(args)).exp_dir
+    return train.train(cfg_lib.parse(tiny_args(tmp, max_steps=4))).exp_dir
 
 
 def run_eval(run_dir, *argv):
@@ -41,26 +27,35 @@ def run_eval(run_dir, *argv):
     return config, eval_lib.evaluate(config, run, target)
 
 
-def test_eval_writes_every_output(trained):
+OFFICIAL_EXAMPLE_FILES = [
+    "sample{i}_gt/gt_ctx",
+    "sample{i}_gt/gt_pred",
+    "sample{i}/random_sample_1",
+    "sample{i}/best_ssim_sample",
+    "sample{i}/best_psnr_sample",
+    "sample{i}/random_sample_2",
+]
+OFFICIAL_SUMMARY_FILES = [f"{m}_{kind}" for m in ("ssim", "psnr") for kind in ("mean.npz", "stddev.npz", "range.png")]
+
+
+def test_eval_writes_every_official_file(trained):
     config, out = run_eval(trained, "--num_samples", "3", "--num_examples", "3")
     ctx, t = config.open_loop_ctx, config.eval_seq_len
     assert out.parent == trained and out.name.startswith("eval_step4_")
-    examples = sorted(p.name for p in out.glob("example*"))
-    assert examples == ["example0000", "example0001", "example0002"]
-    names = ["gt_context", "gt_target", "random_sample", "best_ssim_sample", "best_psnr_sample", "random_sample_2"]
-    for name in names:
-        frames = np.load(out / "example0001" / f"{name}.npz")["frames"]
-        assert frames.dtype == np.uint8
-        assert frames.shape == ((ctx if name == "gt_context" else t - ctx), 64, 64, 1)
-        grid = iio.imread(out / "example0001" / f"{name}.png")
-        n = len(frames)
-        assert grid.shape[:2] == (64, n * 65 - 1)  # one row of < 50 frames with 1-pixel gaps
-    assert iio.imread(out / "example0000" / "prediction.gif").shape[1:3] == (64, 128)
+    assert sorted(p.name for p in out.glob("sample*")) == [f"sample{i}{g}" for i in range(3) for g in ("", "_gt")]
+    for i in range(3):
+        for name in OFFICIAL_EXAMPLE_FILES:
+            path = out / name.format(i=i)
+            frames = np.load(f"{path}.npz")["arr_0"]  # np.savez's key, as the official files
+            assert frames.dtype == np.uint8
+            assert frames.shape == ((ctx if name.endswith("gt_ctx") else t - ctx), 64, 64, 1)
+            assert iio.imread(f"{path}.png").shape[:2] == (64, len(frames) * 65 - 1)  # one row, 1-pixel gaps
+    assert iio.imread(out / "sample0" / "prediction.gif").shape[1:3] == (64, 128)
+    for name in OFFICIAL_SUMMARY_FILES:
+        assert (out / name).is_file(), name
     for metric in ("ssim", "psnr"):
-        curves = np.load(out / f"{metric}.npz")
-        assert curves["mean"].shape == curves["std"].shape == (t - ctx,)
-        assert np.all(np.isfinite(curves["mean"]))
-        assert iio.imread(out / f"{metric}.png").ndim == 3
+        mean, std = (np.load(out / f"{metric}_{kind}.npz")["arr_0"] for kind in ("mean", "stddev"))
+        assert mean.shape == std.shape == (t - ctx,) and np.all(np.isfinite(mean))
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["num_examples"] == 3 and 0 < summary["ssim_mean"] <= 1
     assert summary["settings"]["ssim_data_range"] == 2.0
@@ -69,9 +64,10 @@ def test_eval_writes_every_output(trained):
 def test_eval_is_deterministic_and_one_sample_has_no_best_files(trained):
     _, a = run_eval(trained, "--num_examples", "2", "--no_save_grid", "true")
     _, b = run_eval(trained, "--num_examples", "2", "--no_save_grid", "true")
-    assert not (a / "example0000" / "best_ssim_sample.npz").exists()
-    assert not list(a.glob("example0000/*.png"))
-    np.testing.assert_array_equal(np.load(a / "ssim.npz")["mean"], np.load(b / "ssim.npz")["mean"])
+    assert (a / "sample0" / "random_sample_1.npz").exists()
+    assert not (a / "sample0" / "best_ssim_sample.npz").exists()
+    assert not list(a.glob("sample0*/*.png"))
+    np.testing.assert_array_equal(np.load(a / "ssim_mean.npz")["arr_0"], np.load(b / "ssim_mean.npz")["arr_0"])
 
 
 def test_eval_errors_are_one_line(trained, tmp_path):

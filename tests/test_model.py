@@ -9,7 +9,6 @@ from flax import nnx
 
 import config as cfg_lib
 import cwvae
-from cnns import level_lengths
 from cwvae import CellState
 
 
@@ -23,14 +22,23 @@ def video(config, b=2, t=None, seed=1):
 
 
 def test_level_lengths_of_the_paper():
-    assert level_lengths(100, 3, 6) == [100, 17, 3]
-    assert level_lengths(1000, 3, 6) == [1000, 167, 28]
+    assert cwvae.Clock(3, 6).lengths(100) == [100, 17, 3]
+    assert cwvae.Clock(3, 6).lengths(1000) == [1000, 167, 28]
+
+
+def test_clock_merges_each_tick_and_repeats_each_parent_step():
+    clock = cwvae.Clock(3, 2)
+    x = jnp.arange(5.0)[None, :, None]  # frames 0..4
+    np.testing.assert_array_equal(clock.merge(x, 1)[0, :, 0], [0 + 1, 2 + 3, 4])  # padded to whole ticks
+    np.testing.assert_array_equal(clock.merge(x, 2)[0, :, 0], [0 + 1 + 2 + 3, 4])
+    parent = jnp.array([10.0, 20.0, 30.0])[None, :, None]
+    np.testing.assert_array_equal(clock.repeat(parent, 5)[0, :, 0], [10, 10, 20, 20, 30])
 
 
 def test_hierarchy_lengths_and_shapes_mmnist_sized_clock(tiny):
     c = tiny(levels=3, tmp_abs_factor=6, open_loop_ctx=36, eval_seq_len=40, seq_len=100)
     model = make_model(c)
-    inputs = model.encoder(video(c, b=1))
+    inputs = model.encode(video(c, b=1))
     assert [x.shape[1] for x in inputs] == [100, 17, 3]
     priors, posts = model.hierarchy(inputs, jax.random.key(0))
     for level, n in enumerate([100, 17, 3]):
@@ -172,9 +180,9 @@ def test_mean_only_samples_are_means(tiny):
 def test_reset_state_zeroes_sample_at_parent_ticks(tiny):
     c = tiny(cell_reset_state=True)
     model = make_model(c)
-    keep = model._keep_mask(0, 9, 0)[:, 0, 0]
+    keep = model.clock.keep_mask(0, 9, 0, reset=True)[:, 0, 0]
     np.testing.assert_array_equal(keep, [0, 1, 1, 1, 0, 1, 1, 1, 0])  # k = 4
-    assert np.all(np.asarray(model._keep_mask(c.levels - 1, 5, 0)) == 1)  # top level: no parent
+    assert np.all(np.asarray(model.clock.keep_mask(c.levels - 1, 5, 0, reset=True)) == 1)  # top level: no parent
     a = model.loss(video(c), jax.random.key(0))[0]
     b = make_model(tiny()).loss(video(c), jax.random.key(0))[0]
     assert float(a) != float(b)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
+import steps
 import train
 
 
@@ -52,18 +53,18 @@ def test_resume_matches_uninterrupted_run(tiny, tmp_path):
 def test_two_devices_match_one_device(tiny):
     assert jax.device_count() == 2, "conftest sets two simulated CPU devices"
     c = tiny()
-    graphdef, params0 = train.init_model(c)
-    tx = train.make_optimizer(c)
+    graphdef, params0 = steps.init_model(c)
+    tx = steps.make_optimizer(c)
     batch = np.random.default_rng(0).integers(0, 256, (c.batch_size, c.seq_len, 64, 64, 1), dtype=np.uint8)
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
         mesh = jax.make_mesh((len(devices),), ("data",), devices=devices, axis_types=(jax.sharding.AxisType.Auto,))
-        step = train.train_step_fn(graphdef, c, mesh)
+        step = steps.train_step(graphdef, mesh, steps.OptimizerOptions.from_config(c))
         params = jax.tree.map(np.array, params0)
         opt_state = tx.init(params)
         losses = []
         for i in range(2):
-            params, opt_state, metrics = step(params, opt_state, batch, train.step_key(0, i))
+            params, opt_state, metrics = step(params, opt_state, batch, steps.stream_key(0, steps.Stream.TRAIN, i))
             losses.append(float(metrics["loss"]))
         results.append((losses, leaves(params)))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)

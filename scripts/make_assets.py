@@ -1,0 +1,39 @@
+"""Write the README's figures: eight frames of one generated walk per dataset, side by side.
+
+python scripts/make_assets.py            # writes assets/maze_walk.png (and the other walks)
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import generators  # noqa: E402
+
+WALKS = {"mazes": ("maze_walk.png", 4)}  # dataset -> (file, every n-th frame)
+
+
+def walk_strip(dataset: str, every: int) -> np.ndarray:
+    """Eight frames (every `every`-th) of one generated train video, with 2-pixel white gaps."""
+    video = generators.generate(dataset, 1, 8 * every, generators.GEN_SEEDS["train"])[0]
+    frames = video[::every][:8]
+    gap = np.full((generators.SIZE, 2, frames.shape[-1]), 255, np.uint8)
+    return np.concatenate([x for f in frames for x in (f, gap)][:-1], axis=1)
+
+
+def main() -> None:
+    for dataset, (name, every) in WALKS.items():
+        path = ROOT / "assets" / name
+        path.parent.mkdir(exist_ok=True)
+        iio.imwrite(path, walk_strip(dataset, every))
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""What training, evaluation and the benchmarks run: the model and optimizer set-up, the PRNG
+streams, and the jit-compiled pure functions (train step, validation loss, open-loop rollout with
+its SSIM and PSNR).
+
+Every function here is pure in (graphdef, params, batch, key): `nnx.split` once, `nnx.merge` inside
+the traced function, so a compiled step never walks the module graph in Python. Compiled functions
+are cached per model and option tuple, so a second run of one config in a process compiles nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import cwvae
+import tools
+from config import Config
+
+
+class Stream(enum.IntEnum):
+    """The run's PRNG streams: key(seed) folded with the stream, then with a step or an index.
+    Each stream is used for one thing only, so no key is ever used twice."""
+
+    PARAMS = 0  # the model's initial parameters
+    TRAIN = 1  # the sampling noise of training step s (the same on a resumed run)
+    VALIDATION = 2  # the validation summary at step s (loss and open-loop samples)
+    EVAL = 3  # eval.py: the samples of test video i
+    TRAIN_VIDEO = 4  # the open-loop video of a training batch in the summary at step s
+
+
+def stream_key(seed: int, stream: Stream, index: int | None = None) -> jax.Array:
+    key = jax.random.fold_in(jax.random.key(seed), int(stream))
+    return key if index is None else jax.random.fold_in(key, index)
+
+
+def init_model(config: Config) -> tuple[nnx.GraphDef, nnx.State]:
+    """The model's graph definition and parameters, initialised from the run's seed."""
+    model = cwvae.CWVAE(config, rngs=nnx.Rngs(params=stream_key(config.seed, Stream.PARAMS)))
+    return nnx.split(model)
+
+
+def abstract_model(config: Config) -> tuple[nnx.GraphDef, nnx.State]:
+    """The graph definition and parameter shapes, without running any initialiser."""
+    return nnx.split(nnx.eval_shape(lambda: cwvae.CWVAE(config, rngs=nnx.Rngs(0))))
+
+
+def make_mesh() -> jax.sharding.Mesh:
+    """A one-axis mesh over all devices: the batch is split along 'data', parameters replicated."""
+    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+class OptimizerOptions(NamedTuple):
+    """The config keys the optimizer reads (hashable, so compiled steps are cached per option)."""
+
+    lr: float
+    clip_grad_norm_by: float
+
+    @classmethod
+    def from_config(cls, config: Config) -> OptimizerOptions:
+        return cls(config.lr, config.clip_grad_norm_by)
+
+
+def optimizer(options: OptimizerOptions) -> optax.GradientTransformation:
+    """Adam (eps 1e-4, as in the official code) after global-norm clipping."""
+    return optax.chain(optax.clip_by_global_norm(options.clip_grad_norm_by), optax.adam(options.lr, eps=1e-4))
+
+
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+    return optimizer(OptimizerOptions.from_config(config))
+
+
+@functools.cache
+def train_step(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh, options: OptimizerOptions) -> Callable:
+    """One jit-compiled, pure step (params, opt_state, uint8 batch, key) -> (params, opt_state, metrics):
+    batch sharded along 'data', parameters and optimizer state replicated and donated."""
+    tx = optimizer(options)
+
+    def loss_fn(params, obs, key):
+        return nnx.merge(graphdef, params).loss(obs, key)
+
+    def step(params, opt_state, batch, key):
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, tools.to_unit(batch), key)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        return optax.apply_updates(params, updates), opt_state, metrics
+
+    replicated = NamedSharding(mesh, P())
+    return jax.jit(
+        step,
+        in_shardings=(replicated, replicated, NamedSharding(mesh, P("data")), replicated),
+        out_shardings=(replicated, replicated, replicated),
+        donate_argnums=(0, 1),
+    )
+
+
+@functools.cache
+def val_loss(graphdef: nnx.GraphDef) -> Callable:
+    """Jit-compiled loss terms (params, uint8 batch, key) -> metrics, for validation."""
+
+    @jax.jit
+    def loss(params, batch, key):
+        return nnx.merge(graphdef, params).loss(tools.to_unit(batch), key)[1]
+
+    return loss
+
+
+@functools.cache
+def open_loop(graphdef: nnx.GraphDef, open_loop_ctx: int, ssim_data_range: float) -> Callable:
+    """One compiled function (params, uint8 videos (N, T, ...), keys (N,)) -> predictions
+    (N, T - ctx, H, W, C) and per-frame SSIM and PSNR (N, T - ctx). Each video gets its own
+    key, so a video's sample does not depend on the batch it came in."""
+
+    @jax.jit
+    def rollout(params, videos, keys):
+        model = nnx.merge(graphdef, params)
+        obs = tools.to_unit(videos)
+        pred = jax.vmap(lambda o, k: model.open_loop(o[None], k, open_loop_ctx)[0])(obs, keys)
+        target = obs[:, open_loop_ctx:]
+        return pred, *tools.frame_metrics(pred, target, ssim_data_range, tools.PSNR_DATA_RANGE)
+
+    return rollout
