@@ -124,7 +124,8 @@ def _check_reachable(archive: PaperArchive, manual: pathlib.Path, timeout: float
         reason = str(getattr(e, "reason", e)).replace("\n", " ")
         raise DataError(
             f"{archive.name}: cannot download {archive.url} ({reason}); "
-            f"put {archive.name}.zip in {manual} to prepare it offline"
+            f"put {archive.name}.zip in {manual} to prepare it offline, or train on the offline stand-in "
+            "with --data_source generated"
         ) from None
 
 
@@ -186,6 +187,13 @@ _BUILDERS = {"mmnist": MovingMnist2digit, "mazes": GqnMazes, "minerl": MinerlNav
 def paper_builder(config: Any) -> tfds.core.GeneratorBasedBuilder:
     """The tfds builder of config.dataset, storing under config.datadir as array_record."""
     return _BUILDERS[config.dataset](data_dir=str(config.datadir), file_format="array_record")
+
+
+def check_available(config: Any) -> None:
+    """Fail fast, before anything is built: the archive is prepared, in the manual folder, or reachable."""
+    archive = ARCHIVES[config.dataset]
+    if not paper_builder(config).is_prepared() and not (manual_dir(config) / f"{archive.name}.zip").exists():
+        _check_reachable(archive, manual_dir(config), DOWNLOAD_TIMEOUT_S)
 
 
 def prepare_paper(config: Any) -> tfds.core.GeneratorBasedBuilder:

@@ -18,12 +18,15 @@ JSON dict, so a resumed run continues the exact same stream of batches.
 from __future__ import annotations
 
 import os
+import pathlib
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import grain
 import jax
 import numpy as np
+from absl import logging as absl_logging
 
 import builders
 import generators
@@ -74,6 +77,18 @@ def _check_config(config: Any, split: str) -> None:
             f"dataset '{config.dataset}' has no generated stand-in (generated: {', '.join(generators.GENERATORS)}); "
             f"set data_source: paper and put {archive.name}.zip in {builders.manual_dir(config)}"
         )
+
+
+def check_source(config: Any) -> None:
+    """Check, before a model is built or a run folder made, that config's data can be had:
+    the keys are consistent, datadir is a folder (or can be made), and a paper archive is
+    prepared, in the manual folder or reachable. Raises DataError with one line."""
+    _check_config(config, "train")
+    datadir = pathlib.Path(config.datadir)
+    if datadir.exists() and not datadir.is_dir():
+        raise DataError(f"key 'datadir' got '{config.datadir}', which is a file; pass a folder for the datasets")
+    if config.data_source == "paper":
+        builders.check_available(config)
 
 
 def open_videos(config: Any, split: str) -> Videos:
@@ -174,3 +189,27 @@ def make_eval_loader(
     count = len(videos) if num_videos is None else min(num_videos, len(videos))
     ds = grain.MapDataset.source(_Clips(videos, seq_len, 1, count)).to_iter_dataset(_read_options(batch_size))
     return ds.batch(batch_size, drop_remainder=False)
+
+
+def prepare(config: Any) -> None:
+    """Prepare both splits of config's dataset ahead of training (generate or download and convert)."""
+    check_source(config)
+    for split in ("train", "test"):
+        videos = open_videos(config, split)
+        print(f"{describe_source(config)}: {split} split ready, {len(videos)} videos of {videos.length} frames")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python data.py prepare --config configs/<dataset>.yml [--key value ...]"""
+    import config as cfg_lib
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] != "prepare":
+        print("usage: python data.py prepare --config configs/<dataset>.yml [--data_source paper] [--key value ...]")
+        raise SystemExit(2)
+    absl_logging.set_verbosity(absl_logging.ERROR)  # tfds and orbax info lines
+    cfg_lib.main_guard(lambda: prepare(cfg_lib.parse(argv[1:])))
+
+
+if __name__ == "__main__":
+    main()

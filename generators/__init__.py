@@ -23,6 +23,7 @@ GEN_SEEDS = {"train": 1, "test": 2}  # fixed per split, so generated data never 
 GENERATORS = {
     "mmnist": ("generators.mmnist", 1, 100, 1000),
     "mazes": ("generators.mazes", 3, 300, 300),
+    "minerl": ("generators.minerl", 3, 500, 500),
 }
 
 

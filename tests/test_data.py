@@ -156,13 +156,23 @@ def test_blocked_download_fails_fast_with_one_line(tmp_path, no_network):
     assert time.perf_counter() - start < 10
     assert "\n" not in message
     assert "minerl_navigate" in message and builders.ARCHIVES["minerl"].url in message
-    assert str(builders.manual_dir(cfg)) in message
+    assert str(builders.manual_dir(cfg)) in message and "--data_source generated" in message
 
 
-def test_generated_minerl_is_refused(tmp_path):
-    cfg = Cfg(dataset="minerl", datadir=str(tmp_path), channels=3)
-    with pytest.raises(data.DataError, match="minerl"):
-        data.make_train_loader(cfg, 0, 1)
+def test_generated_minerl_loads_through_the_train_loader(tmp_path):
+    cfg = Cfg(dataset="minerl", datadir=str(tmp_path), channels=3, num_gen_train=1, num_gen_test=1, seq_len=100)
+    batch = next(data.make_train_loader(cfg, 0, 1))
+    assert batch.shape == (4, 100, 64, 64, 3) and batch.dtype == np.uint8  # 5 clips of 100 from one video
+    assert "generated voxel-world walks" in data.describe_source(cfg)
+
+
+def test_check_source_fails_before_anything_is_built(tmp_path, no_network):
+    cfg = Cfg(dataset="minerl", data_source="paper", datadir=str(tmp_path / "d"), channels=3)
+    with pytest.raises(data.DataError, match="--data_source generated"):
+        data.check_source(cfg)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(data.DataError, match="key 'datadir' got .*file'?, which is a file"):
+        data.check_source(Cfg(datadir=str(tmp_path / "file")))
 
 
 # --- generators -----------------------------------------------------------------------------
