@@ -133,10 +133,10 @@ class _Clips:
         return self.videos.clip(video, clip * self.seq_len, self.seq_len)
 
 
-def _check_length(videos: Videos, seq_len: int) -> None:
+def _check_length(videos: Videos, seq_len: int, key: str) -> None:
     if videos.length < seq_len:
         raise DataError(
-            f"{videos.name} {videos.split}: videos have {videos.length} frames, fewer than seq_len = {seq_len}"
+            f"key '{key}' got {seq_len}; the {videos.name} {videos.split} videos have {videos.length} frames"
         )
 
 
@@ -162,7 +162,7 @@ def make_train_loader(
     if config.batch_size % count:
         raise DataError(f"key 'batch_size' got {config.batch_size}; must be divisible by the {count} processes")
     videos = open_videos(config, "train")
-    _check_length(videos, config.seq_len)
+    _check_length(videos, config.seq_len, "seq_len")
     clips = _Clips(videos, config.seq_len, videos.length // config.seq_len, len(videos))
     batch = config.batch_size // count
     if len(clips) * config.num_epochs < config.batch_size:
@@ -176,7 +176,12 @@ def make_train_loader(
 
 
 def make_eval_loader(
-    config: Any, seq_len: int, batch_size: int, num_videos: int | None = None, split: str = "test"
+    config: Any,
+    seq_len: int,
+    batch_size: int,
+    num_videos: int | None = None,
+    split: str = "test",
+    key: str = "eval_seq_len",
 ) -> grain.IterDataset:
     """Batches (b, seq_len, 64, 64, C) uint8 of the first seq_len frames of each video, in order.
 
@@ -185,7 +190,7 @@ def make_eval_loader(
     Iterating the result again starts from the first batch.
     """
     videos = open_videos(config, split)
-    _check_length(videos, seq_len)
+    _check_length(videos, seq_len, key)
     count = len(videos) if num_videos is None else min(num_videos, len(videos))
     ds = grain.MapDataset.source(_Clips(videos, seq_len, 1, count)).to_iter_dataset(_read_options(batch_size))
     return ds.batch(batch_size, drop_remainder=False)

@@ -88,6 +88,7 @@ class Metrics:
     def __init__(self, config: Config, exp_dir: pathlib.Path, log, bar, start: int):
         self.config, self.exp_dir, self.log, self.bar = config, exp_dir, log, bar
         self.losses: dict[int, float] = {}
+        self.kept: tuple[int, float] | None = None  # (step, loss) of the newest checkpoint written
         self._pending = None
         self._since = (time.time(), start)  # for steps per second
 
@@ -104,16 +105,26 @@ class Metrics:
         step, metrics = self._pending
         self._pending = None
         loss = float(metrics["loss"])
-        if not np.isfinite(loss):
-            raise TrainingError(
-                f"non-finite loss {loss} at step {step}; the last good checkpoint in {self.exp_dir / 'checkpoints'} "
-                "is kept"
-            )
+        self.check_finite(loss, "loss", step)
         self.losses[step] = loss
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{loss:.2f}", refresh=False)
         if step % self.config.save_scalars_every == 0:
             self._log_scalars(step, metrics, loss)
+
+    def checkpointed(self, step: int) -> None:
+        self.kept = (step, self.losses.get(step, float("nan")))
+
+    def check_finite(self, value: float, name: str, step: int) -> None:
+        """Stop the run on a non-finite value, naming the step and the checkpoint that is kept."""
+        if np.isfinite(value):
+            return
+        folder = self.exp_dir / "checkpoints"
+        if self.kept is None:
+            kept = f"no checkpoint was written in this run ({folder} has any earlier ones)"
+        else:
+            kept = f"checkpoint {self.kept[0]} in {folder} is kept (train loss {self.kept[1]:.4g} at that step)"
+        raise TrainingError(f"non-finite {name} {value} at step {step}; {kept}")
 
     def _log_scalars(self, step: int, metrics: dict, loss: float) -> None:
         now = time.time()
@@ -134,11 +145,12 @@ def validation_batches(config: Config) -> list[np.ndarray]:
     clips fit in memory; every sub-batch has one shape (one compile)."""
     sub = min(config.eval_batch_size, config.batch_size)
     count = config.batch_size * config.num_val_batches // sub * sub
-    loader = data.make_eval_loader(config, config.val_seq_len or config.eval_seq_len, sub, count)
+    key = "val_seq_len" if config.val_seq_len else "eval_seq_len"
+    loader = data.make_eval_loader(config, config.val_seq_len or config.eval_seq_len, sub, count, key=key)
     return [np.asarray(b) for b in loader if len(b) == sub]
 
 
-def validation_summary(config, params, val_batches, graphdef, step: int, with_videos: bool, log) -> None:
+def validation_summary(config, params, val_batches, graphdef, step: int, with_videos: bool, log, tracker) -> None:
     """Loss terms and open-loop SSIM/PSNR on the fixed validation batches."""
     val_loss = steps.val_loss(graphdef)
     open_loop = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
@@ -154,6 +166,7 @@ def validation_summary(config, params, val_batches, graphdef, step: int, with_vi
         if with_videos and i == 0:
             log_video(config, batch, pred, "val/open_loop", step, log)
     summary = {f"val/{k}": float(np.mean(v)) for k, v in values.items()}
+    tracker.check_finite(summary["val/loss"], "validation loss", step)
     log(summary, step)
     print(
         f"step {step}: val/loss {summary['val/loss']:.2f} open-loop SSIM {summary['val/open_loop_ssim']:.3f} "
@@ -162,12 +175,12 @@ def validation_summary(config, params, val_batches, graphdef, step: int, with_vi
     )
 
 
-def summarize(config, params, batch, val_batches, graphdef, step: int, log) -> None:
+def summarize(config, params, batch, val_batches, graphdef, step: int, log, metrics: Metrics) -> None:
     """Validation scalars every save_scalars_every steps; prediction videos of a train and a
     validation batch every save_gifs_every steps (when save_gifs)."""
     videos = config.save_gifs and step % config.save_gifs_every == 0
     if step % config.save_scalars_every == 0 or videos:
-        validation_summary(config, params, val_batches, graphdef, step, videos, log)
+        validation_summary(config, params, val_batches, graphdef, step, videos, log, metrics)
     if videos and config.seq_len > config.open_loop_ctx:
         open_loop = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
         pred, _, _ = open_loop(
@@ -195,34 +208,41 @@ def log_video(config, batch, pred, name: str, step: int, log) -> None:
 def train(config: Config) -> TrainResult:
     """Train (or resume) the run that `config` names; returns when the data or max_steps
     run out, or after a SIGINT/SIGTERM (with a checkpoint written)."""
-    config = runs.resolve_run_config(cfg_lib.validate(config, jax.device_count()))
-    run, config = runs.init_wandb(config)
+    config = cfg_lib.validate(config, jax.device_count())
+    data.check_source(config)  # before any folder, wandb run or model is made
+    run = None
+    if runs.in_sweep():  # the agent's run config overrides ours, and its id names the folder
+        run = runs.init_wandb(config)
+        config = runs.name_run(cfg_lib.with_wandb(config, dict(run.config), jax.device_count()), run.id)
+    config = runs.resume_config(runs.name_run(config))
     exp_dir = runs.run_dir(config)
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    tools.write_text(exp_dir / "config.yml", config.to_yaml())
     try:
-        return _train(config, exp_dir, run.log)
+        with runs.RunLock(exp_dir):
+            runs.write_config(config)
+            if run is None:
+                run = runs.init_wandb(config, runs.wandb_id(config))
+            run.config.update({"seed": config.seed, "run_name": config.run_name}, allow_val_change=True)
+            return _train(config, exp_dir, run.log)
+    except OSError as e:
+        raise runs.RunError(runs.fs_message(e, f"write in {exp_dir}")) from None
     finally:
-        run.finish()
+        if run is not None:
+            run.finish()
 
 
 def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
     mesh = steps.make_mesh()
     graphdef, params = steps.init_model(config)
-    n_params = cwvae.count_params(nnx.merge(graphdef, params))
-    keras_extra = 2 * config.cell_deter_size * config.levels
-    print(f"parameters: {n_params:,} (official TF model with Keras GRU biases: {n_params + keras_extra:,})")
+    print(f"parameters: {cwvae.count_params(nnx.merge(graphdef, params)):,}")
     replicated = NamedSharding(mesh, P())
     params = jax.device_put(params, replicated)
     opt_state = jax.device_put(steps.make_optimizer(config).init(params), replicated)
-    manager = runs.checkpoint_manager(exp_dir, config)
+    manager, start, params, opt_state, data_state = runs.restore_latest(exp_dir, config, params, opt_state)
     loader = data.make_train_loader(config)
-    print(f"data: {data.describe_source(config)}")
-    start = manager.latest_step() or 0
     if start:
-        params, opt_state, data_state = runs.restore_checkpoint(manager, start, params, opt_state)
         loader.set_state(data_state)
         print(f"resumed from {exp_dir / 'checkpoints'} at step {start}")
+    print(f"data: {data.describe_source(config)}")
 
     train_step = steps.train_step(graphdef, mesh, steps.OptimizerOptions.from_config(config))
     val_batches = validation_batches(config)
@@ -239,17 +259,17 @@ def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
             except StopIteration:
                 break
             batch = jax.device_put(batch, batch_sharding)
-            params, opt_state, step_metrics = train_step(
-                params, opt_state, batch, steps.stream_key(config.seed, Stream.TRAIN, step)
-            )
+            key = steps.stream_key(config.seed, Stream.TRAIN, step)
+            params, opt_state, step_metrics = train_step(params, opt_state, batch, key)
             step += 1
             metrics.put(step, step_metrics)  # logs the previous step's metrics while this one runs
             if step % config.save_model_every == 0 or step % config.save_named_model_every == 0:
                 metrics.flush()  # never checkpoint parameters that came from a non-finite loss
                 runs.save_checkpoint(manager, step, params, opt_state, loader.get_state())
+                metrics.checkpointed(step)
             if step % config.save_scalars_every == 0 or (config.save_gifs and step % config.save_gifs_every == 0):
                 metrics.flush()
-                summarize(config, params, batch, val_batches, graphdef, step, log)
+                summarize(config, params, batch, val_batches, graphdef, step, log, metrics)
         metrics.flush()
         if step != manager.latest_step():
             runs.save_checkpoint(manager, step, params, opt_state, loader.get_state())

@@ -285,7 +285,7 @@ def test_eval_loader_is_ordered_and_keeps_the_last_batch(fake_mmnist):
 
 
 def test_eval_loader_rejects_short_videos(fake_mmnist):
-    with pytest.raises(data.DataError, match=r"mmnist test: videos have 20 frames, fewer than seq_len = 30"):
+    with pytest.raises(data.DataError, match=r"key 'eval_seq_len' got 30; the mmnist test videos have 20 frames"):
         data.make_eval_loader(fake_mmnist, seq_len=30, batch_size=2)
 
 
