@@ -191,3 +191,18 @@ def test_help_piped_into_head_ends_quietly():
     )
     assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
     assert len(out.stdout.splitlines()) == 3
+
+
+def test_the_example_sweep_file_builds_commands_that_parse():
+    import itertools
+
+    import yaml
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    sweep = yaml.safe_load((ROOT / "configs" / "sweep_mmnist.yaml").read_text())
+    assert sweep["command"][:3] == ["${env}", "${interpreter}", "${program}"] and sweep["command"][-1] == "${args}"
+    grid = {k: v.get("values", [v.get("value")]) for k, v in sweep["parameters"].items()}
+    for combo in itertools.product(*grid.values()):
+        args = create_sweep_command_args({"args": {k: {"value": v} for k, v in zip(grid, combo)}})["args"]
+        c = cfg_lib.parse([*sweep["command"][3:-1], *args])
+        assert (c.beta, c.free_nats) == (combo[0], combo[1])
