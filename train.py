@@ -157,8 +157,9 @@ def validation_summary(config, params, val_batches, graphdef, step: int, with_vi
     key = steps.stream_key(config.seed, Stream.VALIDATION, step)
     values: dict[str, list[float]] = {}
     for i, batch in enumerate(val_batches):
-        metrics = dict(val_loss(params, batch, key))
-        pred, ssim, psnr = open_loop(params, batch, jax.random.split(key, len(batch)))
+        loss_key, rollout_key = jax.random.split(jax.random.fold_in(key, i))  # each batch, each use its own key
+        metrics = dict(val_loss(params, batch, loss_key))
+        pred, ssim, psnr = open_loop(params, batch, jax.random.split(rollout_key, len(batch)))
         metrics["open_loop_ssim"] = np.mean(ssim)
         metrics["open_loop_psnr"] = np.mean(tools.cap_psnr(psnr))
         for k, v in metrics.items():
@@ -183,9 +184,8 @@ def summarize(config, params, batch, val_batches, graphdef, step: int, log, metr
         validation_summary(config, params, val_batches, graphdef, step, videos, log, metrics)
     if videos and config.seq_len > config.open_loop_ctx:
         open_loop = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
-        pred, _, _ = open_loop(
-            params, batch, jax.random.split(steps.stream_key(config.seed, Stream.TRAIN, step), len(batch))
-        )
+        keys = jax.random.split(steps.stream_key(config.seed, Stream.TRAIN_VIDEO, step), len(batch))
+        pred, _, _ = open_loop(params, batch, keys)
         log_video(config, np.asarray(batch), pred, "train/open_loop", step, log)
 
 
