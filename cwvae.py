@@ -113,24 +113,37 @@ def gaussian_entropy(std) -> jax.Array:
 
 
 class GRU(nnx.Module):
-    """GRU cell as in Flax linen: biases on the input transforms and on the recurrent
-    candidate transform (4H), the same function class as Keras' GRUCell(reset_after=True)
-    without its two redundant bias vectors."""
+    """Keras' GRUCell(reset_after=True), the official code's cell: an input transform and a
+    recurrent transform, each with its own bias, give the update gate z, the reset gate r and the
+    candidate n (h is the state, x the input):
+
+        z = sigmoid(x Wz + bz_i + h Uz + bz_h)     r = sigmoid(x Wr + br_i + h Ur + br_h)
+        n = tanh(x Wn + bn_i + r * (h Un + bn_h))  h' = z * h + (1 - z) * n
+
+    The z and r biases of the two transforms add, yet each is trained (with its own Adam step), as
+    in the official code and its parameter counts. Columns are in Keras' gate order z, r, n, so the
+    official cell_<l> GRUCell variables (E = cell_embed_size, H = cell_deter_size) map one to one:
+
+        official (Keras)          shape     here                    column blocks (both)
+        gru/kernel                (E, 3H)   gru.dense_i.kernel      [0:H] z, [H:2H] r, [2H:3H] n (Keras' h)
+        gru/recurrent_kernel      (H, 3H)   gru.dense_h.kernel      same
+        gru/bias[0] (input)       (3H,)     gru.dense_i.bias        same
+        gru/bias[1] (recurrent)   (3H,)     gru.dense_h.bias        same
+
+    Initialisers as Keras': glorot_uniform input kernel, orthogonal recurrent kernel, zero biases.
+    """
 
     def __init__(self, in_features: int, hidden: int, *, rngs: nnx.Rngs):
         self.dense_i = nnx.Linear(in_features, 3 * hidden, kernel_init=GLOROT, rngs=rngs)
-        self.dense_h = nnx.Linear(
-            hidden, 3 * hidden, use_bias=False, kernel_init=nnx.initializers.orthogonal(), rngs=rngs
-        )
-        self.bias_hn = nnx.Param(jnp.zeros((hidden,)))
+        self.dense_h = nnx.Linear(hidden, 3 * hidden, kernel_init=nnx.initializers.orthogonal(), rngs=rngs)
 
     def __call__(self, h: jax.Array, x: jax.Array) -> jax.Array:
-        xr, xz, xn = jnp.split(self.dense_i(x), 3, -1)
-        hr, hz, hn = jnp.split(self.dense_h(h), 3, -1)
-        r = jax.nn.sigmoid(xr + hr)
+        xz, xr, xn = jnp.split(self.dense_i(x), 3, -1)
+        hz, hr, hn = jnp.split(self.dense_h(h), 3, -1)
         z = jax.nn.sigmoid(xz + hz)
-        n = jnp.tanh(xn + r * (hn + self.bias_hn[...]))
-        return (1.0 - z) * n + z * h
+        r = jax.nn.sigmoid(xr + hr)
+        n = jnp.tanh(xn + r * hn)
+        return z * h + (1.0 - z) * n
 
 
 def split_linear(layer: nnx.Linear, first: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -236,7 +249,7 @@ class CWVAE(nnx.Module):
     def __init__(self, config: Config, *, rngs: nnx.Rngs):
         self.levels = config.levels
         self.clock = Clock(config.levels, config.tmp_abs_factor)
-        self.use_obs = tuple(config.use_obs_per_level())
+        self.use_obs = tuple(config.use_obs_per_level())  # open-loop context only; training observes all levels
         self.stoch, self.deter = config.cell_stoch_size, config.cell_deter_size
         self.reset_state = config.cell_reset_state
         self.loss_options = LossOptions.from_config(config)
@@ -254,9 +267,10 @@ class CWVAE(nnx.Module):
         initial: list[CellState] | None = None,
         offset: int = 0,
     ) -> tuple[list[CellState], list[CellState]]:
-        """Unroll all levels from the top down. inputs[l] is (B, T_l, F) (zeros are fine
-        where the level does not observe). Returns priors and posteriors per level (level 0 first)."""
-        use_obs = self.use_obs if use_obs is None else use_obs
+        """Unroll all levels from the top down. inputs[l] is (B, T_l, F) (zeros are fine where the
+        level does not observe); use_obs[l] False makes level l's posterior its prior, and None
+        observes every level (training). Returns priors and posteriors per level (level 0 first)."""
+        use_obs = [True] * self.levels if use_obs is None else use_obs
         b = inputs[0].shape[0]
         priors, posts = [None] * self.levels, [None] * self.levels
         for level in reversed(range(self.levels)):
@@ -299,15 +313,16 @@ class CWVAE(nnx.Module):
         return jnp.swapaxes(frames, 0, 1).reshape(b, n * chunk, *frames.shape[3:])[:, :t]
 
     def open_loop(self, obs: jax.Array, key: jax.Array, context_frames: int, chunk: int = 100) -> jax.Array:
-        """Observe the first `context_frames` frames of obs (B, T, H, W, C), then predict the
-        rest from the priors alone. Returns predicted frame means (B, T - context_frames, H, W, C)."""
+        """Observe the first `context_frames` frames of obs (B, T, H, W, C) at the levels the config's
+        use_obs names (all when null), then predict the rest from the priors alone. Returns predicted
+        frame means (B, T - context_frames, H, W, C)."""
         t = obs.shape[1]
         assert 0 < context_frames < t, f"context_frames {context_frames} must be in (0, {t})"
         top = self.clock.factor ** (self.levels - 1)
         assert context_frames % top == 0, f"context_frames {context_frames} must divide by k**(levels-1) = {top}"
         inputs = self.encode(obs[:, :context_frames])
         key_ctx, key_pred = jax.random.split(key)
-        _, posts = self.hierarchy(inputs, key_ctx)
+        _, posts = self.hierarchy(inputs, key_ctx, list(self.use_obs))
         last = [last_step(p) for p in posts]
         totals = self.clock.lengths(t)
         lengths = [total - inp.shape[1] for total, inp in zip(totals, inputs)]
@@ -316,38 +331,46 @@ class CWVAE(nnx.Module):
         return self.decode_chunked(priors[0].output, chunk)
 
 
+def batch_mean_time_sum(x: jax.Array) -> jax.Array:
+    """(B, T) -> the mean over the batch of the sum over time: a sequence's total, per video."""
+    return jnp.mean(jnp.sum(x, 1))
+
+
 def elbo_terms(
     options: LossOptions, obs: jax.Array, decoded: jax.Array, priors: list[CellState], posts: list[CellState]
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """loss = (NLL + sum_l KL_l) / T with beta, free_nats and KL balancing as configured.
-    Returns (loss, metrics) with loss, nll_term, kl_term and per level kl, entropies."""
+    Returns (loss, metrics) with loss, nll_term, kl_term and per level the KL and the prior and
+    posterior entropies, each summed over the level's steps and averaged over the batch (the
+    official summaries' avg_kl_prior_posterior, avg_entropy_prior, avg_entropy_posterior)."""
     assert obs.shape == decoded.shape, f"obs {obs.shape} vs decoded {decoded.shape}"
     b, t = obs.shape[:2]
     std = options.dec_stddev
     sq = jnp.square((obs - decoded) / std).reshape(b, t, -1)
     nll_bt = 0.5 * jnp.sum(sq + jnp.log(2 * jnp.pi * std**2), -1)
-    nll = jnp.mean(jnp.sum(nll_bt, 1))
+    nll = batch_mean_time_sum(nll_bt)
     metrics, kl_total = {}, 0.0
     sg = jax.lax.stop_gradient
     for level, (prior, post, beta) in enumerate(zip(priors, posts, options.betas)):
         kl_bt = gaussian_kl(post.mean, post.stddev, prior.mean, prior.stddev)
         p = options.kl_grad_post_perc
         if p is None:
-            kl = jnp.mean(jnp.sum(kl_bt, 1))
-        else:
+            kl = batch_mean_time_sum(kl_bt)
+        else:  # (1 - p) KL(sg(q) || p) + max(1, p KL(q || sg(p))), as the official code (on copies)
             to_prior = gaussian_kl(sg(post.mean), sg(post.stddev), prior.mean, prior.stddev)
             to_post = gaussian_kl(post.mean, post.stddev, sg(prior.mean), sg(prior.stddev))
-            kl = (1 - p) * jnp.mean(jnp.sum(to_prior, 1)) + p * jnp.maximum(1.0, jnp.mean(jnp.sum(to_post, 1)))
+            kl = (1 - p) * batch_mean_time_sum(to_prior) + jnp.maximum(1.0, p * batch_mean_time_sum(to_post))
         if options.free_nats is not None:
             kl = jnp.maximum(0.0, kl - options.free_nats)
         kl_total = kl_total + beta * kl
-        metrics[f"kl/level{level}"] = jnp.mean(kl_bt)
-        metrics[f"entropy_prior/level{level}"] = jnp.mean(gaussian_entropy(prior.stddev))
-        metrics[f"entropy_posterior/level{level}"] = jnp.mean(gaussian_entropy(post.stddev))
+        metrics[f"kl/level{level}"] = batch_mean_time_sum(kl_bt)
+        metrics[f"entropy_prior/level{level}"] = batch_mean_time_sum(gaussian_entropy(prior.stddev))
+        metrics[f"entropy_posterior/level{level}"] = batch_mean_time_sum(gaussian_entropy(post.stddev))
     loss = (nll + kl_total) / t
     metrics.update(loss=loss, nll_term=nll / t, kl_term=kl_total / t)
     return loss, metrics
 
 
 def count_params(model: nnx.Module) -> int:
+    """Trained parameters; equal to the official model's count (SPEC.md's reference figures)."""
     return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -21,6 +21,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import cwvae
+import optim
 import tools
 from config import Config
 
@@ -31,7 +32,7 @@ class Stream(enum.IntEnum):
 
     PARAMS = 0  # the model's initial parameters
     TRAIN = 1  # the sampling noise of training step s (the same on a resumed run)
-    VALIDATION = 2  # the validation summary at step s (loss and open-loop samples)
+    VALIDATION = 2  # the validation summary at step s (folded with the batch, then split: loss, rollout)
     EVAL = 3  # eval.py: the samples of test video i
     TRAIN_VIDEO = 4  # the open-loop video of a training batch in the summary at step s
 
@@ -62,15 +63,19 @@ class OptimizerOptions(NamedTuple):
 
     lr: float
     clip_grad_norm_by: float
+    adam: str = "keras"  # keras: the official code's Adam (optim.keras_adam); optax: optax.adam
 
     @classmethod
     def from_config(cls, config: Config) -> OptimizerOptions:
-        return cls(config.lr, config.clip_grad_norm_by)
+        return cls(config.lr, config.clip_grad_norm_by, config.adam)
 
 
 def optimizer(options: OptimizerOptions) -> optax.GradientTransformation:
-    """Adam (eps 1e-4, as in the official code) after global-norm clipping."""
-    return optax.chain(optax.clip_by_global_norm(options.clip_grad_norm_by), optax.adam(options.lr, eps=1e-4))
+    """Adam (eps 1e-4, as in the official code) after global-norm clipping. `adam: keras` is the
+    official code's Keras form, whose effective eps is eps / sqrt(1 - b2^t) (see optim.py)."""
+    adams = {"keras": optim.keras_adam, "optax": optax.adam}
+    assert options.adam in adams, f"adam {options.adam!r}; valid: {', '.join(adams)}"
+    return optax.chain(optax.clip_by_global_norm(options.clip_grad_norm_by), adams[options.adam](options.lr, eps=1e-4))
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:

@@ -1,5 +1,7 @@
 """The model: shapes per level, finite loss, the loss options as defined, reference figures."""
 
+import zlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ from flax import nnx
 
 import config as cfg_lib
 import cwvae
+import steps
 from cwvae import CellState
 
 
@@ -19,6 +22,36 @@ def make_model(config):
 def video(config, b=2, t=None, seed=1):
     t = t or config.seq_len
     return jax.random.uniform(jax.random.key(seed), (b, t, 64, 64, config.channels))
+
+
+def param_name(path) -> str:
+    """A parameter's path in the state tree as 'cells/0/gru/dense_h/bias'."""
+    return "/".join(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
+
+
+def biases(params) -> dict[str, jax.Array]:
+    """Every bias: each parameter whose path ends in 'bias', by name."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    return {param_name(path): x for path, x in leaves if param_name(path).endswith("bias")}
+
+
+def random_biases(params, only: str | None = None, seed: int = 0):
+    """params with every bias (each parameter whose path ends in 'bias'), or only the one named, set
+    to random non-zero values. Keras and Flax initialise biases to zero, so a model fresh from its
+    initialiser cannot tell a layer that ignores its bias from one that adds it."""
+
+    def set_bias(path, x):
+        name = param_name(path)
+        if not name.endswith("bias") or only not in (None, name):
+            return x
+        return 0.5 * jax.random.normal(jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode())), x.shape)
+
+    return jax.tree_util.tree_map_with_path(set_bias, params)
+
+
+def with_random_biases(model):
+    graphdef, params = nnx.split(model)
+    return nnx.merge(graphdef, random_biases(params))
 
 
 def test_level_lengths_of_the_paper():
@@ -58,7 +91,7 @@ def test_hierarchy_lengths_and_shapes_mmnist_sized_clock(tiny):
 )
 def test_shapes_and_finite_loss(tiny, overrides):
     c = tiny(**overrides)
-    model = make_model(c)
+    model = with_random_biases(make_model(c))
     obs = video(c)
     decoded, priors, posts = model(obs, jax.random.key(0))
     assert decoded.shape == obs.shape
@@ -139,31 +172,72 @@ def test_free_nats_clips_each_level():
     assert float(m["kl_term"]) == pytest.approx(sum(max(0.0, k - free) for k in kls) / 4, rel=1e-5)
 
 
-def test_kl_balancing_value_and_gradient_split():
+def balanced_kl_and_gradients(p):
+    """The KL term of fake_states with kl_grad_post_perc p, and its gradients with respect to the
+    prior's and the posterior's means, with p and without balancing (None)."""
     priors, posts = fake_states(levels=1)
-    kl = level_kls(priors, posts)[0]
-    assert kl > 1.0
-    p = 0.2
-    c = cfg_lib.Config(levels=1, kl_grad_post_perc=p)
-    _, m = terms(c, priors, posts)
-    assert float(m["kl_term"]) == pytest.approx(((1 - p) * kl + p * max(1.0, kl)) / 4, rel=1e-5)
 
     def kl_term(prior_mean, post_mean, config):
         pr = [priors[0]._replace(mean=prior_mean)]
         po = [posts[0]._replace(mean=post_mean)]
         return terms(config, pr, po)[1]["kl_term"]
 
-    plain = cfg_lib.Config(levels=1)
-    g_prior_bal, g_post_bal = jax.grad(kl_term, (0, 1))(priors[0].mean, posts[0].mean, c)
-    g_prior, g_post = jax.grad(kl_term, (0, 1))(priors[0].mean, posts[0].mean, plain)
+    args = (priors[0].mean, posts[0].mean)
+    balanced = cfg_lib.Config(levels=1, kl_grad_post_perc=p)
+    grads, plain_grads = (jax.grad(kl_term, (0, 1))(*args, c) for c in (balanced, cfg_lib.Config(levels=1)))
+    return level_kls(priors, posts)[0], float(kl_term(*args, balanced)) * 4, grads, plain_grads  # kl_term is / T = 4
+
+
+def test_kl_balancing_value_and_gradient_split():
+    """p KL > 1: (1 - p) KL(sg(q) || p) + max(1, p KL(q || sg(p))) = KL, its gradient split (1 - p)
+    to the prior and p to the posterior (the posterior half does get its share here)."""
+    p = 0.2
+    kl, value, (g_prior_bal, g_post_bal), (g_prior, g_post) = balanced_kl_and_gradients(p)
+    assert p * kl > 1.0
+    assert value == pytest.approx((1 - p) * kl + p * kl, rel=1e-5)
     np.testing.assert_allclose(g_prior_bal, (1 - p) * g_prior, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(g_post_bal, p * g_post, rtol=1e-5, atol=1e-7)  # the posterior half gets its share
+    np.testing.assert_allclose(g_post_bal, p * g_post, rtol=1e-5, atol=1e-7)
 
 
-def test_use_obs_false_level_has_zero_kl(tiny):
-    c = tiny(use_obs="TF")
-    _, m = make_model(c).loss(video(c), jax.random.key(0))
-    assert float(m["kl/level1"]) == 0.0 and float(m["kl/level0"]) > 0.0
+def test_kl_balancing_gives_the_posterior_one_free_nat_after_weighting():
+    """p KL < 1: the max is outside the product (the official formula), so the term is (1 - p) KL + 1
+    and the posterior gets no gradient from it; with p * max(1, KL) it would be (1 - p) KL + p KL."""
+    p = 0.005
+    kl, value, (g_prior_bal, g_post_bal), (g_prior, _) = balanced_kl_and_gradients(p)
+    assert p * kl < 1.0 < kl
+    assert value == pytest.approx((1 - p) * kl + 1.0, rel=1e-6)
+    np.testing.assert_allclose(g_prior_bal, (1 - p) * g_prior, rtol=1e-5, atol=1e-7)
+    assert not np.any(np.asarray(g_post_bal))
+
+
+def test_logged_level_terms_are_batch_means_of_time_sums():
+    """kl, entropy_prior and entropy_posterior per level, as the official summaries log them."""
+    priors, posts = fake_states()
+    _, m = terms(cfg_lib.Config(levels=2), priors, posts)
+
+    def entropy(std):  # closed form, summed over the state and over time, averaged over the batch
+        return float(np.mean(np.sum(0.5 * np.log(2 * np.pi * np.e * np.asarray(std, np.float64) ** 2), (1, 2))))
+
+    for level, kl in enumerate(level_kls(priors, posts)):
+        assert float(m[f"kl/level{level}"]) == pytest.approx(kl, rel=1e-6)
+        assert float(m[f"entropy_prior/level{level}"]) == pytest.approx(entropy(priors[level].stddev), rel=1e-5)
+        assert float(m[f"entropy_posterior/level{level}"]) == pytest.approx(entropy(posts[level].stddev), rel=1e-5)
+
+
+def test_training_observes_every_level_and_use_obs_only_changes_open_loop(tiny):
+    """use_obs chooses the levels that observe the context frames of open-loop prediction (eval's
+    --use_obs reaches it through the config and the graphdef); training always observes all levels."""
+    every, some = tiny(), tiny(use_obs="TF")
+    obs = video(every)
+    train_loss = [float(make_model(c).loss(obs, jax.random.key(0))[0]) for c in (every, some)]
+    assert train_loss[0] == train_loss[1]
+    videos = (255 * video(every, t=every.eval_seq_len)).astype(jnp.uint8)
+    keys = jax.random.split(jax.random.key(0), len(videos))
+    preds = []
+    for c in (every, some):
+        graphdef, params = steps.init_model(c)
+        preds.append(np.asarray(steps.open_loop(graphdef, c.open_loop_ctx, c.ssim_data_range)(params, videos, keys)[0]))
+    assert np.abs(preds[0] - preds[1]).max() > 1e-3
 
 
 def test_mean_only_samples_are_means(tiny):
@@ -206,12 +280,57 @@ def test_open_loop_ignores_frames_after_context(tiny):
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize(
-    "name, ours, official", [("mmnist", 12_465_617, 12_466_817), ("minerl", 34_391_827, 34_396_627)]
-)
-def test_parameter_counts_match_spec(name, ours, official):
+@pytest.mark.parametrize("name, official", [("mmnist", 12_466_817), ("mazes", 12_470_147), ("minerl", 34_396_627)])
+def test_parameter_counts_match_the_official_model(name, official):
     c = cfg_lib.parse(["--config", str(ROOT / f"configs/{name}.yml")])
     model = nnx.eval_shape(lambda: cwvae.CWVAE(c, rngs=nnx.Rngs(0)))
-    n = cwvae.count_params(model)
-    assert n == ours
-    assert n + 2 * c.cell_deter_size * c.levels == official  # Keras' GRU: two extra bias vectors per cell
+    assert cwvae.count_params(model) == official
+
+
+def keras_gru_cell(x, h, kernel, recurrent_kernel, bias):
+    """Keras' GRUCell(reset_after=True).call, transcribed: gate order z, r, h; bias (2, 3H)."""
+    sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    n = h.shape[-1]
+    mx, mh = x @ kernel + bias[0], h @ recurrent_kernel + bias[1]
+    z = sigmoid(mx[:, :n] + mh[:, :n])
+    r = sigmoid(mx[:, n : 2 * n] + mh[:, n : 2 * n])
+    hh = np.tanh(mx[:, 2 * n :] + r * mh[:, 2 * n :])
+    return z * h + (1 - z) * hh
+
+
+def test_gru_is_keras_gru_cell_under_the_documented_mapping():
+    e, n = 3, 4
+    gru = cwvae.GRU(e, n, rngs=nnx.Rngs(0))
+    shapes = {name: v.shape for name, v in nnx.to_flat_state(nnx.state(gru, nnx.Param))}
+    assert shapes == {
+        ("dense_i", "kernel"): (e, 3 * n),
+        ("dense_i", "bias"): (3 * n,),
+        ("dense_h", "kernel"): (n, 3 * n),
+        ("dense_h", "bias"): (3 * n,),
+    }
+    assert not np.any(np.asarray(gru.dense_i.bias[...])) and not np.any(np.asarray(gru.dense_h.bias[...]))
+    rng = np.random.default_rng(0)
+    kernel, recurrent_kernel, bias = (
+        rng.normal(size=(e, 3 * n)),
+        rng.normal(size=(n, 3 * n)),
+        rng.normal(size=(2, 3 * n)),
+    )
+    gru.dense_i.kernel.value, gru.dense_h.kernel.value = jnp.asarray(kernel), jnp.asarray(recurrent_kernel)
+    gru.dense_i.bias.value, gru.dense_h.bias.value = jnp.asarray(bias[0]), jnp.asarray(bias[1])
+    x, h = rng.normal(size=(5, e)), rng.normal(size=(5, n))
+    expected = keras_gru_cell(x, h, kernel, recurrent_kernel, bias)
+    np.testing.assert_allclose(gru(jnp.asarray(h), jnp.asarray(x)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_every_bias_changes_the_loss(tiny):
+    """Set each bias in turn to random values: the loss must change, or a layer ignores its bias."""
+    c = tiny()
+    graphdef, params = nnx.split(make_model(c))
+    obs = video(c)
+    loss = jax.jit(lambda p: nnx.merge(graphdef, p).loss(obs, jax.random.key(0))[0])
+    names = list(biases(params))
+    assert {"decoder/deconvs/3/bias", "cells/0/gru/dense_h/bias", "encoder/dense/0/1/bias"} <= set(names)
+    assert not any(np.any(np.asarray(x)) for x in biases(params).values())  # zero-initialised, as Keras
+    zero_bias_loss = float(loss(params))
+    ignored = [name for name in names if float(loss(random_biases(params, only=name))) == zero_bias_loss]
+    assert not ignored, f"the loss does not depend on {ignored}"
