@@ -16,22 +16,23 @@ sys.path.insert(0, str(ROOT))
 
 import generators  # noqa: E402
 
-WALKS = {"mazes": ("maze_walk.png", 4)}  # dataset -> (file, every n-th frame)
+# dataset -> (file, every n-th frame, which train video): chosen to show each world's variety
+WALKS = {"mazes": ("maze_walk.png", 4, 0), "minerl": ("minerl_walk.png", 30, 2)}
 
 
-def walk_strip(dataset: str, every: int) -> np.ndarray:
-    """Eight frames (every `every`-th) of one generated train video, with 2-pixel white gaps."""
-    video = generators.generate(dataset, 1, 8 * every, generators.GEN_SEEDS["train"])[0]
+def walk_strip(dataset: str, every: int, index: int = 0) -> np.ndarray:
+    """Eight frames (every `every`-th) of generated train video `index`, with 2-pixel white gaps."""
+    video = generators.generate(dataset, index + 1, 8 * every, generators.GEN_SEEDS["train"])[index]
     frames = video[::every][:8]
     gap = np.full((generators.SIZE, 2, frames.shape[-1]), 255, np.uint8)
     return np.concatenate([x for f in frames for x in (f, gap)][:-1], axis=1)
 
 
 def main() -> None:
-    for dataset, (name, every) in WALKS.items():
+    for dataset, (name, every, index) in WALKS.items():
         path = ROOT / "assets" / name
         path.parent.mkdir(exist_ok=True)
-        iio.imwrite(path, walk_strip(dataset, every))
+        iio.imwrite(path, walk_strip(dataset, every, index))
         print(f"wrote {path}")
 
 
