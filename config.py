@@ -22,6 +22,7 @@ import os
 import pathlib
 import secrets
 import sys
+import threading
 import types
 import typing
 from typing import Any, Union
@@ -483,6 +484,7 @@ def main_guard(fn):
         return fn()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        threading.excepthook = sys.unraisablehook = lambda *args: None  # no echoes from writer threads at exit
         raise SystemExit(2) from None
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit

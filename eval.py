@@ -160,7 +160,10 @@ def main(argv: list[str] | None = None) -> None:
 
     def run():
         config, run_dir, target = cfg_lib.parse_saved(argv, jax.device_count())
-        evaluate(config, run_dir, target)
+        try:
+            evaluate(config, run_dir, target)
+        except OSError as e:  # a full disk or a read-only run folder: one line, exit 2
+            raise runs.RunError(runs.fs_message(e, f"write the evaluation in {run_dir}")) from None
 
     cfg_lib.main_guard(run)
 

@@ -14,20 +14,25 @@ The run name is a readable prefix of the main keys plus a hash of every result-c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
 import os
 import pathlib
+import re
 import secrets
 import shutil
 import socket
 import sys
+import tempfile
+import threading
 import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from flax import nnx
 
 import config as cfg_lib
@@ -45,11 +50,14 @@ def run_dir(config: Config) -> pathlib.Path:
     return pathlib.Path(config.logdir) / config.dataset / (config.run_name or config.default_run_name())
 
 
-def fs_error(e: BaseException) -> OSError | None:
-    """The OSError behind `e` (orbax and tensorstore wrap them), or None."""
+def fs_error(e: BaseException, path: os.PathLike | str = "?") -> OSError | None:
+    """The OSError behind `e`, or None. orbax re-raises some; tensorstore reports them as a
+    ValueError ending in "[os_error_code='28']"."""
     while e is not None:
         if isinstance(e, OSError) and e.errno is not None:
             return e
+        if code := re.search(r"os_error_code='(\d+)'", str(e)):
+            return OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path))
         e = e.__cause__ or e.__context__
     return None
 
@@ -172,18 +180,57 @@ def checkpoint_manager(folder: pathlib.Path, config: Config) -> ocp.CheckpointMa
 
 def save_checkpoint(manager, step: int, params, opt_state, data_state: dict) -> None:
     """Write checkpoint `step`; a filesystem fault (full disk, read-only) is a one-line RunError,
-    and the previous checkpoints stay readable."""
+    and the previous checkpoints stay readable (orbax renames a finished checkpoint into place)."""
+    doing = f"write checkpoint {step} in {manager.directory}"
+    _check_space(pathlib.Path(manager.directory), (params, opt_state), doing)
     args = ocp.args.Composite(
         state=ocp.args.StandardSave({"params": params, "opt_state": opt_state}),
         data=ocp.args.JsonSave(data_state),
     )
     try:
-        manager.save(step, args=args, force=True)
-        manager.wait_until_finished()
+        with _quiet_threads():
+            manager.save(step, args=args, force=True)
+            manager.wait_until_finished()
     except Exception as e:
-        if (os_error := fs_error(e)) is None:
+        if (os_error := fs_error(e, manager.directory)) is None:
             raise
-        raise RunError(fs_message(os_error, f"write checkpoint {step} in {manager.directory}")) from None
+        raise RunError(fs_message(os_error, doing)) from None
+
+
+def _check_space(folder: pathlib.Path, tree, doing: str) -> None:
+    """Refuse before writing when the disk cannot hold the checkpoint (orbax fails noisily half-way)."""
+    need = sum(x.nbytes for x in jax.tree.leaves(tree)) * 1.1 + 2**20
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise RunError(f"cannot {doing}: needs ~{need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free; free some space")
+
+
+@contextlib.contextmanager
+def _quiet_threads():
+    """orbax's writer threads print their own tracebacks (and log them) when a write fails, before
+    the error reaches us; we report it once, in one line. What they print is held back and shown
+    only when the save succeeds."""
+    hook, level = threading.excepthook, absl_logging.get_verbosity()
+    threading.excepthook = lambda args: None
+    absl_logging.set_verbosity(absl_logging.FATAL)
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            raise
+        else:
+            os.dup2(saved_fd, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            threading.excepthook = hook
+            absl_logging.set_verbosity(level)
 
 
 def _reason(e: BaseException) -> str:

@@ -166,6 +166,15 @@ def test_a_full_disk_gives_one_line_and_keeps_the_previous_checkpoint(tiny, monk
     assert step == 2 and all(np.all(np.isfinite(np.asarray(x))) for x in jax_leaves(params))
 
 
+def test_a_checkpoint_the_disk_cannot_hold_is_refused_before_writing(tiny, monkeypatch):
+    c = tiny(max_steps=4, save_model_every=2)
+    real = runs.shutil.disk_usage
+    monkeypatch.setattr(runs.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    with pytest.raises(runs.RunError, match=r"cannot write checkpoint 2 .* MiB free; free some space"):
+        train.train(c)
+    assert not (named(c) / "checkpoints" / "2").exists()
+
+
 def jax_leaves(tree):
     import jax
 
