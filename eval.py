@@ -46,6 +46,7 @@ def checkpoint_step(target: pathlib.Path, run_dir: pathlib.Path) -> tuple[pathli
 
 def evaluate(config: Config, run_dir: pathlib.Path, target: pathlib.Path | None = None) -> pathlib.Path:
     """Run the evaluation; returns the folder the outputs were written to."""
+    data.check_source(config)
     ckpt_dir, step = checkpoint_step(target or run_dir, run_dir)
     if not ckpt_dir.is_dir():
         raise ConfigError(f"no checkpoint in '{target or run_dir}': '{ckpt_dir}' does not exist; train first")

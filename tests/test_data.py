@@ -94,6 +94,14 @@ def test_builder_prepares_manual_archive_offline(tmp_path, no_network, dataset, 
             assert np.abs(g.astype(float) - w).mean() < 4.0  # mp4 is lossy; smooth content stays close
 
 
+@pytest.mark.parametrize("name", ["moving_mnist_2digit", "gqn_mazes", "minerl_navigate"])
+def test_builders_resolve_by_name_after_importing_data(tmp_path, name):
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=str(tmp_path), file_format="array_record")
+    assert builder.name == name and isinstance(builder, builders._VideoZipBuilder)
+
+
 def test_prepared_archive_loads_through_eval_loader(tmp_path, no_network):
     cfg = Cfg(data_source="paper", datadir=str(tmp_path))
     builders.manual_dir(cfg).mkdir(parents=True)
