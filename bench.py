@@ -64,9 +64,12 @@ def paper_config(name: str, **overrides) -> cfg_lib.Config:
     return dataclasses.replace(config, **overrides)
 
 
-def train_step(name: str, batch: int, steps: int, limit: float, precision: str = "float32") -> dict:
-    """Compile time, median step time and FLOP count of the train step on random input."""
-    config = paper_config(name, batch_size=batch, precision=precision)
+def train_step(
+    name: str, batch: int, num_steps: int, limit: float, precision: str = "float32", conv_impl: str = "auto"
+) -> dict:
+    """Compile time, median step time and FLOP count of the train step on random input, with the
+    conv form that `conv_impl` resolves to on this backend (reported as `conv_impl`)."""
+    config = paper_config(name, batch_size=batch, precision=precision, conv_impl=conv_impl)
     mesh = steps.make_mesh()
     graphdef, params = steps.init_model(config)
     step = steps.train_step(graphdef, mesh, steps.OptimizerOptions.from_config(config))
@@ -84,12 +87,13 @@ def train_step(name: str, batch: int, steps: int, limit: float, precision: str =
         return metrics
 
     jax.block_until_ready(run())  # warm-up
-    secs = statistics.median(timed(run, steps))
+    secs = statistics.median(timed(run, num_steps))
     return {
         "config": name,
         "batch": batch,
         "seq_len": config.seq_len,
         "precision": precision,
+        "conv_impl": cnns.conv_form(conv_impl),
         "compile_s": compile_s,
         "step_s": secs,
         "frames_per_s": batch * config.seq_len / secs,
@@ -106,7 +110,7 @@ def _median_call(fn, *args, repeats: int) -> float:
 
 def conv_benchmark(config: cfg_lib.Config, frames: int = 800, repeats: int = 3) -> dict[str, float]:
     """Seconds (median) for the conv stacks' forward and forward+backward over `frames` frames,
-    plain nnx layers vs the fast ops: keys like 'encoder/fast/grad'. For bench.py."""
+    plain nnx layers ('xla') vs the fast ops ('blocks'): keys like 'encoder/blocks/grad'. For bench.py."""
     rngs = nnx.Rngs(0)
     state = 8 * config.filters  # any width works for the decoder's input
     frames_in = jax.random.uniform(jax.random.key(1), (1, frames, 64, 64, config.channels))
@@ -116,15 +120,14 @@ def conv_benchmark(config: cfg_lib.Config, frames: int = 800, repeats: int = 3) 
         ("encoder", cnns.Encoder(config, rngs=rngs), frames_in),
         ("decoder", cnns.Decoder(config, state, rngs=rngs), states),
     ]:
-        for fast in (False, True):
-            module.fast = fast
+        for kind in ("xla", "blocks"):
+            module.conv_impl = kind
             graph, params = nnx.split(module)
 
             def loss(p, x, graph=graph):
                 out = nnx.merge(graph, p)(x)
                 return sum(jnp.mean(o.astype(jnp.float32) ** 2) for o in jax.tree.leaves(out))
 
-            kind = "fast" if fast else "plain"
             results[f"{name}/{kind}/forward"] = _median_call(jax.jit(loss), params, x, repeats=repeats)
             grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
             results[f"{name}/{kind}/grad"] = _median_call(grad, params, x, repeats=repeats)
@@ -296,6 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=3, help="timed train steps after one warm-up")
     parser.add_argument("--rollout_batches", default="1,10", help="open-loop rollout batch sizes")
     parser.add_argument("--precision", default="float32", help="float32 or bfloat16 (GPU/TPU)")
+    parser.add_argument("--conv_impl", default="auto", choices=cfg_lib.CONV_IMPLS, help="train-step convs (cnns.py)")
     parser.add_argument("--skip", default="", help="comma list of: train,convs,profile,rollout,metrics,loader")
     parser.add_argument("--out", default="bench.json", help="where to write the results")
     args = parser.parse_args(argv)
@@ -316,10 +320,11 @@ def main(argv: list[str] | None = None) -> dict:
         for name in args.configs.split(","):
             batches = [int(b) for b in args.mmnist_batches.split(",")] if name == "mmnist" else [args.minerl_batch]
             for batch in batches:
-                row = train_step(name, batch, args.steps, limit, args.precision)
+                row = train_step(name, batch, args.steps, limit, args.precision, args.conv_impl)
                 result["train"].append(row)
                 print(
-                    f"train {name:6s} B={batch:<3d} T={row['seq_len']}: compile {row['compile_s']:.0f} s, "
+                    f"train {name:6s} B={batch:<3d} T={row['seq_len']} {row['conv_impl']} convs: "
+                    f"compile {row['compile_s']:.0f} s, "
                     f"step {row['step_s']:.3f} s, {row['frames_per_s']:.0f} frames/s, "
                     f"{row['gflop_per_step']:.0f} GFLOP/step, {100 * row['fraction_of_matmul_limit']:.0f}% of limit"
                 )

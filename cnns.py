@@ -15,7 +15,9 @@ then depth-to-space), a matmul over all taps when the output is 1 or 2 pixels wi
 stride-2 convs with wide inputs a stride-1 conv over 2x2 pixel blocks done as one matmul per
 kernel row (its transpose is then the kernel gradient). bench.py's conv profile times each part.
 The mathematics and the parameters (ordinary HWIO kernels in nnx.Conv / nnx.ConvTranspose)
-are unchanged; `fast=False` on a module runs the plain nnx layers, which the tests compare against.
+are the same in both forms. `config.conv_impl` picks the form: `blocks` runs these ops, `xla` the
+plain nnx layers (XLA's own convolutions, the fast ones on GPU/TPU), `auto` the first on CPU and
+the second elsewhere (see `conv_form`). The tests compare the two forms.
 """
 
 from __future__ import annotations
@@ -29,6 +31,15 @@ from config import Config
 
 GLOROT = nnx.initializers.xavier_uniform()  # Keras' glorot_uniform, as in the official code
 _DN = ("NHWC", "HWIO", "NHWC")
+
+
+def conv_form(conv_impl: str) -> str:
+    """The conv form that config key `conv_impl` names on this backend: 'blocks' (this module's ops
+    with hand-written gradients) or 'xla' (plain lax convolutions); 'auto' is 'blocks' on CPU only."""
+    assert conv_impl in ("auto", "xla", "blocks"), f"conv_impl {conv_impl!r}: valid auto, xla, blocks"
+    if conv_impl == "auto":
+        return "blocks" if jax.default_backend() == "cpu" else "xla"
+    return conv_impl
 
 
 def conv_feature_size(config: Config) -> int:
@@ -190,9 +201,9 @@ class Encoder(nnx.Module):
     Level 0 gets the conv features; level l > 0 the running feature after l dense blocks. The
     clockwork (``cwvae.Clock.merge``) then sums each level's features over its k**l-frame ticks."""
 
-    def __init__(self, config: Config, *, rngs: nnx.Rngs, fast: bool = True):
+    def __init__(self, config: Config, *, rngs: nnx.Rngs):
         self.dtype = jnp.dtype(config.precision)
-        self.fast = fast  # conv_s2 with hand-written gradients; False: the plain nnx.Conv path
+        self.conv_impl = conv_form(config.conv_impl)  # 'blocks': conv_s2; 'xla': the plain nnx.Conv layers
         width = config.filters * config.channels_mult
         chans = [config.channels, width, 2 * width, 4 * width, 8 * width]
         self.convs = nnx.List(
@@ -215,7 +226,7 @@ class Encoder(nnx.Module):
         assert obs.shape[2:4] == (64, 64), f"Encoder expects 64x64 frames, got {obs.shape}"
         h = obs.reshape(b * t, *obs.shape[2:]).astype(self.dtype)
         for conv in self.convs:
-            h = _apply(conv, conv_s2, h, self.dtype) if self.fast else conv(h)
+            h = _apply(conv, conv_s2, h, self.dtype) if self.conv_impl == "blocks" else conv(h)
             h = jax.nn.leaky_relu(h, 0.2)
         h = h.reshape(b, t, -1).astype(jnp.float32)
         assert h.shape[-1] == self.feat, (h.shape, self.feat)
@@ -231,9 +242,9 @@ class Encoder(nnx.Module):
 class Decoder(nnx.Module):
     """Bottom-level states (B, T, D) -> frame means (B, T, 64, 64, C) in [-1, 1] (tanh)."""
 
-    def __init__(self, config: Config, in_features: int, *, rngs: nnx.Rngs, fast: bool = True):
+    def __init__(self, config: Config, in_features: int, *, rngs: nnx.Rngs):
         self.dtype = jnp.dtype(config.precision)
-        self.fast = fast  # conv_transpose_s2 with hand-written gradients; False: plain nnx.ConvTranspose
+        self.conv_impl = conv_form(config.conv_impl)  # 'blocks': conv_transpose_s2; 'xla': nnx.ConvTranspose
         width = config.filters * config.channels_mult
         self.feat = 32 * width
         self.dense = nnx.Linear(in_features, self.feat, kernel_init=GLOROT, rngs=rngs)
@@ -250,7 +261,7 @@ class Decoder(nnx.Module):
 
     def _deconv(self, i: int, h: jax.Array) -> jax.Array:
         layer = self.deconvs[i]
-        return _apply(layer, conv_transpose_s2, h, self.dtype) if self.fast else layer(h)
+        return _apply(layer, conv_transpose_s2, h, self.dtype) if self.conv_impl == "blocks" else layer(h)
 
     def __call__(self, states: jax.Array) -> jax.Array:
         b, t = states.shape[:2]

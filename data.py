@@ -171,8 +171,10 @@ def make_train_loader(
             f"(batch_size = {config.batch_size}); use more videos, a shorter seq_len or more epochs"
         )
     ds = grain.MapDataset.source(clips).shuffle(seed=int(config.seed)).repeat(config.num_epochs)
-    ds = ds[index::count]
-    return iter(ds.to_iter_dataset(_read_options(batch)).batch(batch, drop_remainder=True))
+    # Global batch s is clips [s*B, (s+1)*B) of the stream; process p reads its rows [p*b, (p+1)*b),
+    # so the assembled batch equals a single process's, row for row (and so do the model's noises).
+    ds = ds.batch(batch, drop_remainder=True)[index::count]
+    return iter(ds.to_iter_dataset(_read_options(batch)))
 
 
 def make_eval_loader(

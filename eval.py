@@ -20,6 +20,7 @@ and, beyond the official ones, sample<i>/prediction.gif (truth | prediction) and
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import time
 from typing import Any
@@ -30,6 +31,7 @@ from absl import logging as absl_logging
 
 import config as cfg_lib
 import data
+import distributed
 import runs
 import steps
 import tools
@@ -160,6 +162,11 @@ def main(argv: list[str] | None = None) -> None:
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's info/warning lines; errors still show
 
     def run():
+        if distributed.explicit_params(os.environ) or distributed.cluster_detected():
+            raise cfg_lib.ConfigError(
+                "eval.py runs as one process (a checkpoint of any number of processes restores in one); "
+                f"launch it without {', '.join(distributed.ENV_VARS)}"
+            )
         config, run_dir, target = cfg_lib.parse_saved(argv, jax.device_count())
         try:
             evaluate(config, run_dir, target)

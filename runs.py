@@ -30,6 +30,7 @@ import threading
 import time
 from typing import Any
 
+import grain
 import jax
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
@@ -178,14 +179,16 @@ def checkpoint_manager(folder: pathlib.Path, config: Config) -> ocp.CheckpointMa
     return ocp.CheckpointManager(folder.absolute() / "checkpoints", options=options)
 
 
-def save_checkpoint(manager, step: int, params, opt_state, data_state: dict) -> None:
-    """Write checkpoint `step`; a filesystem fault (full disk, read-only) is a one-line RunError,
-    and the previous checkpoints stay readable (orbax renames a finished checkpoint into place)."""
+def save_checkpoint(manager, step: int, params, opt_state, loader) -> None:
+    """Write checkpoint `step`, every process taking part: orbax writes the arrays together, each
+    process its own loader position (data/process_<p>-of-<n>.json). A filesystem fault (full disk,
+    read-only) is a one-line RunError, and the previous checkpoints stay readable (orbax renames a
+    finished checkpoint into place)."""
     doing = f"write checkpoint {step} in {manager.directory}"
     _check_space(pathlib.Path(manager.directory), (params, opt_state), doing)
     args = ocp.args.Composite(
         state=ocp.args.StandardSave({"params": params, "opt_state": opt_state}),
-        data=ocp.args.JsonSave(data_state),
+        data=grain.checkpoint.CheckpointSave(loader),
     )
     try:
         with _quiet_threads():
@@ -245,19 +248,24 @@ def quarantine(folder: pathlib.Path, step: int) -> pathlib.Path:
     return target
 
 
-def restore_latest(folder: pathlib.Path, config: Config, params, opt_state):
-    """(manager, step, params, opt_state, loader state) from the newest checkpoint that restores;
-    step 0 and the given state when there is none. A damaged checkpoint is reported in one line
-    and moved to damaged_checkpoints/; if none restores, RunError."""
+def restore_latest(folder: pathlib.Path, config: Config, params, opt_state, loader):
+    """(manager, step, params, opt_state) from the newest checkpoint that restores, the loader moved
+    to its position; step 0 and the given state when there is none. A damaged checkpoint is reported
+    in one line and moved to damaged_checkpoints/; if none restores, RunError. With several
+    processes a damaged checkpoint is a RunError: they could not agree on which one to fall back to."""
     manager = checkpoint_manager(folder, config)
     tried = []
     for step in sorted(manager.all_steps(), reverse=True):
         try:
             check_shapes(folder / "checkpoints" / str(step) / "state", params)
-            return (manager, step, *_restore(manager, step, params, opt_state))
-        except ConfigError:
+            return (manager, step, *_restore(manager, step, params, opt_state, loader))
+        except UserError:
             raise
         except Exception as e:  # noqa: BLE001 (orbax/tensorstore raise many types for damaged files)
+            if jax.process_count() > 1:
+                raise RunError(
+                    f"checkpoint {folder / 'checkpoints' / str(step)} does not restore: {_reason(e)}"
+                ) from None
             manager.close()
             moved = quarantine(folder, step)
             print(f"warning: checkpoint {step} does not restore ({_reason(e)}); moved to {moved}", file=sys.stderr)
@@ -265,17 +273,28 @@ def restore_latest(folder: pathlib.Path, config: Config, params, opt_state):
             manager = checkpoint_manager(folder, config)
     if tried:
         raise RunError(f"no checkpoint of '{folder}' restores (tried steps {tried}); see damaged_checkpoints/")
-    return manager, 0, params, opt_state, None
+    return manager, 0, params, opt_state
 
 
-def _restore(manager, step: int, params, opt_state) -> tuple[Any, Any, dict]:
-    """Restore into the structure (and shardings) of the given params and opt_state."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": opt_state})
-    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore())
-    out = manager.restore(step, args=args)
-    if out.data is None:
+def _restore(manager, step: int, params, opt_state, loader) -> tuple[Any, Any]:
+    """Restore into the structure (and shardings) of the given params and opt_state, and this
+    process's loader position into `loader`; a run resumes with the process count that saved it."""
+    data_dir = pathlib.Path(manager.directory) / str(step) / "data"
+    if (data_dir / "metadata").exists():  # JsonSave's file: a checkpoint from before multi-process runs
+        raise RunError(f"checkpoint {data_dir.parent} keeps its loader position in the old format; start a new run")
+    if not (data_dir / f"process_{jax.process_index()}-of-{jax.process_count()}.json").exists():
+        saved = sorted(p.name for p in data_dir.glob("process_*-of-*.json"))
+        if saved:  # written by another number of processes
+            count = saved[0].rsplit("-of-", 1)[1].removesuffix(".json")
+            raise RunError(
+                f"checkpoint {data_dir.parent} was written by {count} processes; resume it with {count} "
+                f"(this run has {jax.process_count()})"
+            )
         raise FileNotFoundError(f"checkpoint {step} has no data/ (loader position)")
-    return out.state["params"], out.state["opt_state"], out.data
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": opt_state})
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(loader))
+    out = manager.restore(step, args=args)
+    return out.state["params"], out.state["opt_state"]
 
 
 def check_shapes(state_dir: pathlib.Path, params) -> None:
@@ -337,7 +356,7 @@ def _complete_steps(checkpoint_dir: pathlib.Path, skipped: set[int]) -> list[int
 
 def _read_params(checkpoint_dir: pathlib.Path, step: int, params) -> Any:
     check_shapes(checkpoint_dir / str(step) / "state", params)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), params)}
     restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=device), abstract)
     args = ocp.args.PyTreeRestore(abstract, restore_args=restore_args, partial_restore=True)

@@ -9,6 +9,7 @@ run ends with the same parameters as one that never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pathlib
 import signal
@@ -20,12 +21,14 @@ import jax
 import numpy as np
 from absl import logging as absl_logging
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import config as cfg_lib
 import cwvae
 import data
+import distributed
 import runs
 import steps
 import tools
@@ -67,6 +70,12 @@ class StopFlag:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+def say(*args, **kwargs) -> None:
+    """print, on process 0 only (the others would print the same lines)."""
+    if distributed.is_main():
+        print(*args, **kwargs)
 
 
 def num_train_steps(config: Config) -> int:
@@ -132,7 +141,7 @@ class Metrics:
         self._since = (now, step)
         self.log({**scalars(metrics, "train"), "train/steps_per_sec": rate}, step)
         text = f"step {step}: loss {loss:.2f} nll {float(metrics['nll_term']):.2f} kl {float(metrics['kl_term']):.3f}"
-        (self.bar.write if self.bar is not None else print)(f"{text} ({rate:.2f} steps/s)")
+        (self.bar.write if self.bar is not None else say)(f"{text} ({rate:.2f} steps/s)")
 
 
 def scalars(metrics: dict, prefix: str) -> dict[str, float]:
@@ -169,7 +178,7 @@ def validation_summary(config, params, val_batches, graphdef, step: int, with_vi
     summary = {f"val/{k}": float(np.mean(v)) for k, v in values.items()}
     tracker.check_finite(summary["val/loss"], "validation loss", step)
     log(summary, step)
-    print(
+    say(
         f"step {step}: val/loss {summary['val/loss']:.2f} open-loop SSIM {summary['val/open_loop_ssim']:.3f} "
         f"PSNR {summary['val/open_loop_psnr']:.2f}",
         flush=True,
@@ -186,13 +195,17 @@ def summarize(config, params, batch, val_batches, graphdef, step: int, log, metr
         open_loop = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
         keys = jax.random.split(steps.stream_key(config.seed, Stream.TRAIN_VIDEO, step), len(batch))
         pred, _, _ = open_loop(params, batch, keys)
-        log_video(config, np.asarray(batch), pred, "train/open_loop", step, log)
+        batch, pred = multihost_utils.process_allgather((batch, pred), tiled=True)  # sharded over processes
+        log_video(config, batch, pred, "train/open_loop", step, log)
 
 
 def log_video(config, batch, pred, name: str, step: int, log) -> None:
     """Ground truth, prediction and error stacked, for the first video of the batch: written
-    as a GIF under the experiment folder's videos/ and logged to wandb from that file."""
+    as a GIF under the experiment folder's videos/ and logged to wandb from that file (by process 0)."""
     import wandb
+
+    if not distributed.is_main():
+        return
 
     gt = tools.to_unit(np.asarray(batch[0, config.open_loop_ctx :]))
     strip = tools.prediction_strip(gt, np.asarray(pred[0]))
@@ -211,18 +224,23 @@ def train(config: Config) -> TrainResult:
     config = cfg_lib.validate(config, jax.device_count())
     data.check_source(config)  # before any folder, wandb run or model is made
     run = None
+    if runs.in_sweep() and jax.process_count() > 1:
+        raise cfg_lib.ConfigError("a wandb sweep runs one process per trial; unset JAX_NUM_PROCESSES")
     if runs.in_sweep():  # the agent's run config overrides ours, and its id names the folder
         run = runs.init_wandb(config)
         config = runs.name_run(cfg_lib.with_wandb(config, dict(run.config), jax.device_count()), run.id)
     config = runs.resume_config(runs.name_run(config))
+    config = dataclasses.replace(config, seed=distributed.from_main(config.seed))  # one seed, drawn by process 0
     exp_dir = runs.run_dir(config)
+    main = distributed.is_main()  # process 0 holds the folder, writes config.yml and logs to wandb
     try:
-        with runs.RunLock(exp_dir):
-            runs.write_config(config)
-            if run is None:
-                run = runs.init_wandb(config, runs.wandb_id(config))
-            run.config.update({"seed": config.seed, "run_name": config.run_name}, allow_val_change=True)
-            return _train(config, exp_dir, run.log)
+        with runs.RunLock(exp_dir) if main else contextlib.nullcontext():
+            if main:
+                runs.write_config(config)
+                if run is None:
+                    run = runs.init_wandb(config, runs.wandb_id(config))
+                run.config.update({"seed": config.seed, "run_name": config.run_name}, allow_val_change=True)
+            return _train(config, exp_dir, run.log if main else lambda *args, **kwargs: None)
     except OSError as e:
         raise runs.RunError(runs.fs_message(e, f"write in {exp_dir}")) from None
     finally:
@@ -233,58 +251,59 @@ def train(config: Config) -> TrainResult:
 def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
     mesh = steps.make_mesh()
     graphdef, params = steps.init_model(config)
-    print(f"parameters: {cwvae.count_params(nnx.merge(graphdef, params)):,}")
+    say(f"parameters: {cwvae.count_params(nnx.merge(graphdef, params)):,}")
     replicated = NamedSharding(mesh, P())
     params = jax.device_put(params, replicated)
     opt_state = jax.device_put(steps.make_optimizer(config).init(params), replicated)
-    manager, start, params, opt_state, data_state = runs.restore_latest(exp_dir, config, params, opt_state)
-    loader = data.make_train_loader(config)
+    loader = data.make_train_loader(config)  # this process's rows of each global batch
+    manager, start, params, opt_state = runs.restore_latest(exp_dir, config, params, opt_state, loader)
     if start:
-        loader.set_state(data_state)
-        print(f"resumed from {exp_dir / 'checkpoints'} at step {start}")
-    print(f"data: {data.describe_source(config)}")
+        say(f"resumed from {exp_dir / 'checkpoints'} at step {start}")
+    say(f"data: {data.describe_source(config)}")
 
     train_step = steps.train_step(graphdef, mesh, steps.OptimizerOptions.from_config(config))
     val_batches = validation_batches(config)
-    batch_sharding = NamedSharding(mesh, P("data"))
     total = num_train_steps(config)
-    bar = tools.progress_bar(config.progress, total, "step", initial=start)
+    bar = tools.progress_bar(config.progress and distributed.is_main(), total, "step", initial=start)
     metrics = Metrics(config, exp_dir, log, bar, start)
     step = start
-    print(f"training from step {start} to {total} in {exp_dir}", flush=True)
+    say(f"training from step {start} to {total} in {exp_dir}", flush=True)
+    stopped = False
     with StopFlag() as stop:
-        while step < total and stop.signal is None:
+        # All processes stop at the same step (a signal may reach one, or reach them at different steps).
+        while step < total and not (stopped := distributed.any_process(stop.signal is not None)):
             try:
                 batch = next(loader)
             except StopIteration:
                 break
-            batch = jax.device_put(batch, batch_sharding)
+            batch = distributed.global_batch(batch, mesh)
             key = steps.stream_key(config.seed, Stream.TRAIN, step)
             params, opt_state, step_metrics = train_step(params, opt_state, batch, key)
             step += 1
             metrics.put(step, step_metrics)  # logs the previous step's metrics while this one runs
             if step % config.save_model_every == 0 or step % config.save_named_model_every == 0:
                 metrics.flush()  # never checkpoint parameters that came from a non-finite loss
-                runs.save_checkpoint(manager, step, params, opt_state, loader.get_state())
+                runs.save_checkpoint(manager, step, params, opt_state, loader)
                 metrics.checkpointed(step)
             if step % config.save_scalars_every == 0 or (config.save_gifs and step % config.save_gifs_every == 0):
                 metrics.flush()
                 summarize(config, params, batch, val_batches, graphdef, step, log, metrics)
         metrics.flush()
         if step != manager.latest_step():
-            runs.save_checkpoint(manager, step, params, opt_state, loader.get_state())
+            runs.save_checkpoint(manager, step, params, opt_state, loader)
     if bar is not None:
         bar.close()
     manager.close()
-    if stop.signal is not None:
-        print(f"stopped by signal {stop.signal} at step {step}; checkpoint written, rerun the command to resume")
-    return TrainResult(step, params, metrics.losses, exp_dir, stop.signal is not None)
+    if stopped:
+        say(f"stopped by a signal at step {step}; checkpoint written, rerun the command to resume")
+    return TrainResult(step, params, metrics.losses, exp_dir, stopped)
 
 
 def main(argv: list[str] | None = None) -> None:
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's info/warning lines; errors still show
 
     def run():
+        distributed.initialize()  # before anything touches a device
         config = cfg_lib.parse(argv, jax.device_count())
         try:
             train(config)

@@ -1,5 +1,6 @@
 """Encoder/decoder: the fast stride-2 conv ops equal the plain lax/nnx convs (forward and
-gradients in inputs and kernels) for every layer shape the model uses; output shapes."""
+gradients in inputs and kernels) for every layer shape the model uses, and through the whole
+encoder and decoder in either `conv_impl` form; output shapes."""
 
 import jax
 import jax.numpy as jnp
@@ -64,24 +65,34 @@ def test_conv_transpose_s2_matches_lax_conv_transpose(size, cin, cout, k):
     assert_ops_agree(cnns.conv_transpose_s2, plain_conv_transpose, (FRAMES, size, size, cin), (k, k, cin, cout))
 
 
-def test_fast_encoder_and_decoder_match_plain_nnx_layers(channels=3):
-    config = mmnist("--channels", str(channels), "--filters", "8")
-    obs = jax.random.uniform(jax.random.key(1), (2, 3, 64, 64, channels))
+def encoder_and_decoder(*argv):
+    """A narrow encoder and decoder of the mmnist config with 3 channels, their inputs and config."""
+    config = mmnist("--channels", "3", "--filters", "8", *argv)
+    obs = jax.random.uniform(jax.random.key(1), (2, 3, 64, 64, 3))
     states = jax.random.normal(jax.random.key(2), (2, 3, 20))
-    for module, x in [
-        (cnns.Encoder(config, rngs=nnx.Rngs(0)), obs),
-        (cnns.Decoder(config, 20, rngs=nnx.Rngs(0)), states),
-    ]:
+    return [(cnns.Encoder(config, rngs=nnx.Rngs(0)), obs), (cnns.Decoder(config, 20, rngs=nnx.Rngs(0)), states)]
+
+
+@pytest.mark.parametrize("part", [0, 1], ids=["encoder", "decoder"])
+def test_conv_impl_xla_and_blocks_give_equal_values_and_gradients(part):
+    results = []
+    for impl in ("blocks", "xla"):
+        module, x = encoder_and_decoder("--conv_impl", impl)[part]
+        assert module.conv_impl == impl
         graph, params = nnx.split(module)
-        results = []
-        for fast in (True, False):
-            module.fast = fast
-            graph, _ = nnx.split(module)
-            loss = lambda p, x, g=graph: sum(jnp.sum(jnp.sin(o)) for o in jax.tree.leaves(nnx.merge(g, p)(x)))
-            results.append(jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x))
-        got, want = results
-        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-            np.testing.assert_allclose(a, b, atol=2e-4 * float(jnp.max(jnp.abs(b))) + 1e-6, rtol=1e-3)
+        traced = str(jax.make_jaxpr(lambda p, x, g=graph: nnx.merge(g, p)(x))(params, x))
+        assert ("custom_vjp_call" in traced) == (impl == "blocks"), f"{impl}: the config's conv form is not used"
+        loss = lambda p, x, g=graph: sum(jnp.sum(jnp.sin(o)) for o in jax.tree.leaves(nnx.merge(g, p)(x)))
+        results.append(jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x))
+    got, want = results
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, atol=2e-4 * float(jnp.max(jnp.abs(b))) + 1e-6, rtol=1e-3)
+
+
+def test_conv_impl_auto_is_blocks_on_cpu():
+    assert jax.default_backend() == "cpu"
+    assert cnns.conv_form("auto") == "blocks"
+    assert [module.conv_impl for module, _ in encoder_and_decoder()] == ["blocks", "blocks"]
 
 
 def test_encoder_gives_one_feature_sequence_per_level():
@@ -110,9 +121,3 @@ def test_bfloat16_convs_match_float32_loosely():
     a, b = g32.convs[0].kernel[...], g16.convs[0].kernel[...]
     assert b.dtype == jnp.float32
     np.testing.assert_allclose(b, a, atol=0.05 * float(jnp.max(jnp.abs(a))))
-
-
-def test_mmnist_parameter_count_is_unchanged():
-    import cwvae
-
-    assert cwvae.count_params(cwvae.CWVAE(mmnist(), rngs=nnx.Rngs(0))) == 12_465_617
