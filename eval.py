@@ -46,6 +46,18 @@ def checkpoint_step(target: pathlib.Path, run_dir: pathlib.Path) -> tuple[pathli
     return run_dir / "checkpoints", None
 
 
+def new_folder(path: pathlib.Path) -> pathlib.Path:
+    """Make `path`, or `path-2`, `path-3`, ... when an evaluation in the same second made it."""
+    for i in range(1, 1000):
+        candidate = path if i == 1 else path.with_name(f"{path.name}-{i}")
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            continue
+    raise runs.RunError(f"cannot make a new evaluation folder next to {path}")
+
+
 def evaluate(config: Config, run_dir: pathlib.Path, target: pathlib.Path | None = None) -> pathlib.Path:
     """Run the evaluation; returns the folder the outputs were written to."""
     data.check_source(config)
@@ -54,8 +66,7 @@ def evaluate(config: Config, run_dir: pathlib.Path, target: pathlib.Path | None 
         raise ConfigError(f"no checkpoint in '{target or run_dir}': '{ckpt_dir}' does not exist; train first")
     graphdef, params, step = runs.load_params(ckpt_dir, config, step)
     loader = data.make_eval_loader(config, config.eval_seq_len, config.eval_batch_size, config.num_examples)
-    out_dir = run_dir / f"eval_step{step}_{time.strftime('%Y%m%d-%H%M%S')}"
-    out_dir.mkdir(parents=True)
+    out_dir = new_folder(run_dir / f"eval_step{step}_{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"evaluating {ckpt_dir}/{step} on {data.describe_source(config)} -> {out_dir}")
     rollout = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
     best_ssim, best_psnr, fvd_real, fvd_fake = [], [], [], []

@@ -191,7 +191,7 @@ def save_checkpoint(manager, step: int, params, opt_state, loader) -> None:
         data=grain.checkpoint.CheckpointSave(loader),
     )
     try:
-        with _quiet_threads():
+        with quiet_orbax():
             manager.save(step, args=args, force=True)
             manager.wait_until_finished()
     except Exception as e:
@@ -209,10 +209,10 @@ def _check_space(folder: pathlib.Path, tree, doing: str) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_threads():
-    """orbax's writer threads print their own tracebacks (and log them) when a write fails, before
-    the error reaches us; we report it once, in one line. What they print is held back and shown
-    only when the save succeeds."""
+def quiet_orbax():
+    """orbax's worker threads print their own tracebacks (and log them) when a write or a read
+    fails, before the error reaches us; we report it once, in one line. What they print is held
+    back and shown only when the call succeeds."""
     hook, level = threading.excepthook, absl_logging.get_verbosity()
     threading.excepthook = lambda args: None
     absl_logging.set_verbosity(absl_logging.FATAL)
@@ -223,6 +223,7 @@ def _quiet_threads():
         try:
             yield
         except BaseException:
+            time.sleep(1.0)  # the failed call's other reads and writes end (and print) in their threads
             raise
         else:
             os.dup2(saved_fd, 2)
@@ -293,7 +294,8 @@ def _restore(manager, step: int, params, opt_state, loader) -> tuple[Any, Any]:
         raise FileNotFoundError(f"checkpoint {step} has no data/ (loader position)")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": opt_state})
     args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(loader))
-    out = manager.restore(step, args=args)
+    with quiet_orbax():
+        out = manager.restore(step, args=args)
     return out.state["params"], out.state["opt_state"]
 
 
@@ -360,5 +362,5 @@ def _read_params(checkpoint_dir: pathlib.Path, step: int, params) -> Any:
     abstract = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), params)}
     restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=device), abstract)
     args = ocp.args.PyTreeRestore(abstract, restore_args=restore_args, partial_restore=True)
-    with ocp.PyTreeCheckpointer() as checkpointer:
+    with quiet_orbax(), ocp.PyTreeCheckpointer() as checkpointer:
         return checkpointer.restore(checkpoint_dir / str(step) / "state", args=args)["params"]

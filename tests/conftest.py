@@ -3,11 +3,17 @@
 import os
 import pathlib
 import sys
+import tempfile
 
 # Before JAX is imported anywhere: two host devices, like a 2-device data-parallel machine.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
+# One compilation cache for this session's tests and the scripts they start: the many runs of the
+# tiny model compile once. Fresh per session, so a test that counts compilations still sees them.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="cwvae-jax-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -264,12 +264,13 @@ def test_train_order_depends_on_seed_and_epoch(fake_mmnist):
     assert sorted(a[:12]) == sorted(a[12:]) and not np.array_equal(a[:12], a[12:])  # reshuffled per epoch
 
 
-def test_processes_read_disjoint_shards(fake_mmnist):
+def test_processes_read_disjoint_rows_of_the_same_global_batches(fake_mmnist):
     cfg = dataclasses.replace(fake_mmnist, num_epochs=1)
-    whole = np.concatenate([ids(b)[:, 0] for b in data.make_train_loader(cfg, 0, 1)])
-    parts = [np.concatenate([ids(b)[:, 0] for b in data.make_train_loader(cfg, p, 2)]) for p in range(2)]
-    assert all(len(p) == 6 for p in parts)
-    np.testing.assert_array_equal(np.stack(parts, 1).reshape(-1), whole)
+    whole = [ids(b)[:, 0] for b in data.make_train_loader(cfg, 0, 1)]
+    parts = [[ids(b)[:, 0] for b in data.make_train_loader(cfg, p, 2)] for p in range(2)]
+    assert len(parts[0]) == len(parts[1]) == len(whole) == 6
+    for step, batch in enumerate(whole):  # process p holds rows [p*b, (p+1)*b) of global batch s
+        np.testing.assert_array_equal(np.concatenate([parts[0][step], parts[1][step]]), batch)
 
 
 def test_resume_matches_uninterrupted_run(fake_mmnist):
