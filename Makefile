@@ -10,8 +10,13 @@ $(BIN)/.installed: requirements.txt
 	$(BIN)/pip install -q -r requirements.txt
 	touch $@
 
+# the oneDNN convolutions (CPU); ext/build.py prints one line and exits 0 where it cannot build
+ext/.built: ext/onednn_conv.cc ext/build.py $(BIN)/.installed
+	$(BIN)/python ext/build.py
+	touch $@
+
 .PHONY: setup train test lint bench
-setup: $(BIN)/.installed
+setup: $(BIN)/.installed ext/.built
 
 train: setup
 	$(BIN)/python train.py --config configs/mmnist.yml $(ARGS)

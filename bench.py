@@ -78,8 +78,11 @@ def train_step(
     start = time.perf_counter()
     compiled = step.lower(params, opt_state, frames, steps.stream_key(0, steps.Stream.TRAIN, 0)).compile()
     compile_s = time.perf_counter() - start
-    cost = compiled.cost_analysis()
-    flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", float("nan")))
+    flops = _flops(compiled)
+    if cnns.conv_form(conv_impl) == "onednn":  # XLA does not count a custom call's FLOPs: count the same step
+        graphdef_b = steps.abstract_model(dataclasses.replace(config, conv_impl="blocks"))[0]  # in its XLA form
+        step_b = steps.train_step(graphdef_b, mesh, steps.OptimizerOptions.from_config(config))
+        flops = _flops(step_b.lower(params, opt_state, frames, steps.stream_key(0, steps.Stream.TRAIN, 0)).compile())
     state = [params, opt_state]
 
     def run():
@@ -100,6 +103,11 @@ def train_step(
         "gflop_per_step": flops / 1e9,
         "fraction_of_matmul_limit": flops / secs / limit,
     }
+
+
+def _flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    return float((cost[0] if isinstance(cost, list) else cost).get("flops", float("nan")))
 
 
 def _median_call(fn, *args, repeats: int) -> float:
@@ -220,15 +228,18 @@ def conv_layers(config: cfg_lib.Config) -> list[tuple[str, object, tuple, tuple]
 
 def conv_profile(config: cfg_lib.Config, frames: int, repeats: int = 3) -> list[dict]:
     """Where the train step's time goes: each conv's forward, input gradient and kernel gradient over
-    `frames` frames (a batch-8 step has 800), best-of-`repeats` seconds and GFLOP/s."""
+    `frames` frames (a batch-8 step has 800), best-of-`repeats` seconds and GFLOP/s, in the conv form
+    config.conv_impl resolves to ('xla' is profiled as 'blocks')."""
     rows = []
+    ops = cnns._ops(cnns.conv_form(config.conv_impl))
     for name, op, x_shape, w_shape in conv_layers(config):
+        op = ops[0] if op is cnns.conv_s2 else ops[1]
         kx, kw, kc = jax.random.split(jax.random.key(0), 3)
         x = jax.random.normal(kx, (frames, *x_shape))
         w = jax.random.normal(kw, w_shape) * 0.05
         y_shape = jax.eval_shape(op, x, w).shape
         dy = jax.random.normal(kc, y_shape)
-        pixels = y_shape[1] * y_shape[2] if op is cnns.conv_s2 else x_shape[0] * x_shape[1]
+        pixels = y_shape[1] * y_shape[2] if op is ops[0] else x_shape[0] * x_shape[1]
         flop = 2 * frames * pixels * int(np.prod(w_shape))
         parts = {
             "forward": jax.jit(op),
@@ -334,8 +345,9 @@ def main(argv: list[str] | None = None) -> dict:
         grads = [f"{k.rsplit('/', 1)[0]} {v:.2f} s" for k, v in convs.items() if k.endswith("grad")]
         print("conv stacks, 800 frames, forward+grad: " + ", ".join(grads))
     if "profile" not in skip:
-        result["conv_profile"] = conv_profile(paper_config("mmnist"), frames=800)
-        print("mmnist convs, 800 frames (one batch-8 step), ms (GFLOP/s): forward, input grad, kernel grad")
+        result["conv_profile"] = conv_profile(paper_config("mmnist", conv_impl=args.conv_impl), frames=800)
+        form = cnns.conv_form(args.conv_impl)
+        print(f"mmnist convs ({form}), 800 frames (one batch-8 step), ms (GFLOP/s): forward, input grad, kernel grad")
         for row in result["conv_profile"]:
             parts = [f"{1e3 * row[f'{p}_s']:4.0f} ({row[f'{p}_gflop_per_s']:3.0f})" for p in PARTS]
             print(

@@ -15,19 +15,25 @@ then depth-to-space), a matmul over all taps when the output is 1 or 2 pixels wi
 stride-2 convs with wide inputs a stride-1 conv over 2x2 pixel blocks done as one matmul per
 kernel row (its transpose is then the kernel gradient). bench.py's conv profile times each part.
 The mathematics and the parameters (ordinary HWIO kernels in nnx.Conv / nnx.ConvTranspose)
-are the same in both forms. `config.conv_impl` picks the form: `blocks` runs these ops, `xla` the
-plain nnx layers (XLA's own convolutions, the fast ones on GPU/TPU), `auto` the first on CPU and
-the second elsewhere (see `conv_form`). The tests compare the two forms.
+are the same in every form. `config.conv_impl` picks the form: `blocks` runs these ops, `onednn`
+the same convolutions as oneDNN primitives behind XLA FFI custom calls (onednn.py; TensorFlow's CPU
+convolutions; built at set-up), `xla` the plain nnx layers (XLA's own convolutions, the fast ones on
+GPU/TPU); `auto` is `xla` on GPU/TPU and on CPU `onednn` where it was built, else `blocks` (see
+`conv_form`). The tests compare the forms.
 """
 
 from __future__ import annotations
+
+import functools
+import sys
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from config import Config
+import onednn
+from config import Config, ConfigError
 
 GLOROT = nnx.initializers.xavier_uniform()  # Keras' glorot_uniform, as in the official code
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -35,11 +41,29 @@ _DN = ("NHWC", "HWIO", "NHWC")
 
 def conv_form(conv_impl: str) -> str:
     """The conv form that config key `conv_impl` names on this backend: 'blocks' (this module's ops
-    with hand-written gradients) or 'xla' (plain lax convolutions); 'auto' is 'blocks' on CPU only."""
-    assert conv_impl in ("auto", "xla", "blocks"), f"conv_impl {conv_impl!r}: valid auto, xla, blocks"
+    with hand-written gradients), 'onednn' (oneDNN primitives, CPU) or 'xla' (plain lax convolutions).
+    'auto' is 'xla' on GPU/TPU, and on CPU 'onednn' where its extension loads, else 'blocks'."""
+    assert conv_impl in ("auto", "xla", "blocks", "onednn"), f"conv_impl {conv_impl!r}"
     if conv_impl == "auto":
-        return "blocks" if jax.default_backend() == "cpu" else "xla"
+        if jax.default_backend() != "cpu":
+            return "xla"
+        return "onednn" if onednn.available() else _fallback_notice()
+    if conv_impl == "onednn" and not onednn.available():
+        raise ConfigError(
+            f"key 'conv_impl' got 'onednn', which is unavailable here ({onednn.info()}); use auto or blocks"
+        )
     return conv_impl
+
+
+@functools.cache
+def _fallback_notice() -> str:
+    print(f"note: oneDNN convolutions unavailable ({onednn.info()}); using the pure-JAX forms", file=sys.stderr)
+    return "blocks"
+
+
+def _ops(form: str):
+    """(conv_s2, conv_transpose_s2) of a form other than 'xla'."""
+    return (onednn.conv_s2, onednn.conv_transpose_s2) if form == "onednn" else (conv_s2, conv_transpose_s2)
 
 
 def conv_feature_size(config: Config) -> int:
@@ -203,7 +227,7 @@ class Encoder(nnx.Module):
 
     def __init__(self, config: Config, *, rngs: nnx.Rngs):
         self.dtype = jnp.dtype(config.precision)
-        self.conv_impl = conv_form(config.conv_impl)  # 'blocks': conv_s2; 'xla': the plain nnx.Conv layers
+        self.conv_impl = conv_form(config.conv_impl)  # 'blocks' / 'onednn': a conv_s2; 'xla': the nnx.Conv layers
         width = config.filters * config.channels_mult
         chans = [config.channels, width, 2 * width, 4 * width, 8 * width]
         self.convs = nnx.List(
@@ -226,7 +250,7 @@ class Encoder(nnx.Module):
         assert obs.shape[2:4] == (64, 64), f"Encoder expects 64x64 frames, got {obs.shape}"
         h = obs.reshape(b * t, *obs.shape[2:]).astype(self.dtype)
         for conv in self.convs:
-            h = _apply(conv, conv_s2, h, self.dtype) if self.conv_impl == "blocks" else conv(h)
+            h = conv(h) if self.conv_impl == "xla" else _apply(conv, _ops(self.conv_impl)[0], h, self.dtype)
             h = jax.nn.leaky_relu(h, 0.2)
         h = h.reshape(b, t, -1).astype(jnp.float32)
         assert h.shape[-1] == self.feat, (h.shape, self.feat)
@@ -244,7 +268,7 @@ class Decoder(nnx.Module):
 
     def __init__(self, config: Config, in_features: int, *, rngs: nnx.Rngs):
         self.dtype = jnp.dtype(config.precision)
-        self.conv_impl = conv_form(config.conv_impl)  # 'blocks': conv_transpose_s2; 'xla': nnx.ConvTranspose
+        self.conv_impl = conv_form(config.conv_impl)  # 'blocks' / 'onednn': a conv_transpose_s2; 'xla': nnx
         width = config.filters * config.channels_mult
         self.feat = 32 * width
         self.dense = nnx.Linear(in_features, self.feat, kernel_init=GLOROT, rngs=rngs)
@@ -261,7 +285,7 @@ class Decoder(nnx.Module):
 
     def _deconv(self, i: int, h: jax.Array) -> jax.Array:
         layer = self.deconvs[i]
-        return _apply(layer, conv_transpose_s2, h, self.dtype) if self.conv_impl == "blocks" else layer(h)
+        return layer(h) if self.conv_impl == "xla" else _apply(layer, _ops(self.conv_impl)[1], h, self.dtype)
 
     def __call__(self, states: jax.Array) -> jax.Array:
         b, t = states.shape[:2]

@@ -64,7 +64,7 @@ class Config:
     use_obs: str | None = None  # per level, whether the posterior sees observations ("TTF"); null: all
     channels_mult: int = 1  # width multiplier of the encoder/decoder convs
     filters: int = 32  # base conv width
-    conv_impl: str = "auto"  # auto (xla on GPU/TPU, blocks on CPU), xla (lax convs) or blocks (cnns.py's CPU forms)
+    conv_impl: str = "auto"  # auto: xla on GPU/TPU, onednn (else blocks) on CPU; xla, blocks or onednn
     precision: str = "float32"  # conv dtype: float32 or bfloat16 (GPU/TPU); params and dense layers stay float32
     # --- data ------------------------------------------------------------------
     dataset: str = "mmnist"  # mmnist, mazes or minerl
@@ -192,7 +192,7 @@ DATASETS = ("mmnist", "mazes", "minerl")
 DATA_SOURCES = ("generated", "paper")
 PRECISIONS = ("float32", "bfloat16")
 ADAMS = ("keras", "optax")
-CONV_IMPLS = ("auto", "xla", "blocks")
+CONV_IMPLS = ("auto", "xla", "blocks", "onednn")
 WANDB_MODES = ("online", "offline", "disabled")
 
 

@@ -11,6 +11,7 @@ from flax import nnx
 from jax import lax
 
 import cnns
+import onednn
 
 DN = ("NHWC", "HWIO", "NHWC")
 FRAMES = 3
@@ -74,25 +75,29 @@ def encoder_and_decoder(*argv):
 
 
 @pytest.mark.parametrize("part", [0, 1], ids=["encoder", "decoder"])
-def test_conv_impl_xla_and_blocks_give_equal_values_and_gradients(part):
+def test_conv_impl_forms_give_equal_values_and_gradients(part):
+    impls = ["xla", "blocks"] + (["onednn"] if onednn.available() else [])
     results = []
-    for impl in ("blocks", "xla"):
+    for impl in impls:
         module, x = encoder_and_decoder("--conv_impl", impl)[part]
         assert module.conv_impl == impl
         graph, params = nnx.split(module)
         traced = str(jax.make_jaxpr(lambda p, x, g=graph: nnx.merge(g, p)(x))(params, x))
-        assert ("custom_vjp_call" in traced) == (impl == "blocks"), f"{impl}: the config's conv form is not used"
+        assert ("custom_vjp_call" in traced) == (impl != "xla"), f"{impl}: the config's conv form is not used"
+        assert ("onednn_conv" in traced) == (impl == "onednn"), f"{impl}: the config's conv form is not used"
         loss = lambda p, x, g=graph: sum(jnp.sum(jnp.sin(o)) for o in jax.tree.leaves(nnx.merge(g, p)(x)))
         results.append(jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x))
-    got, want = results
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        np.testing.assert_allclose(a, b, atol=2e-4 * float(jnp.max(jnp.abs(b))) + 1e-6, rtol=1e-3)
+    want = results[0]
+    for got in results[1:]:
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(a, b, atol=2e-4 * float(jnp.max(jnp.abs(b))) + 1e-6, rtol=1e-3)
 
 
-def test_conv_impl_auto_is_blocks_on_cpu():
+def test_conv_impl_auto_is_onednn_on_cpu_where_built_else_blocks():
     assert jax.default_backend() == "cpu"
-    assert cnns.conv_form("auto") == "blocks"
-    assert [module.conv_impl for module, _ in encoder_and_decoder()] == ["blocks", "blocks"]
+    want = "onednn" if onednn.available() else "blocks"
+    assert cnns.conv_form("auto") == want
+    assert [module.conv_impl for module, _ in encoder_and_decoder()] == [want, want]
 
 
 def test_encoder_gives_one_feature_sequence_per_level():

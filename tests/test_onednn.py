@@ -1,0 +1,178 @@
+"""The oneDNN ops (onednn.py, ext/onednn_conv.cc) equal the plain lax convs: forward pass, input gradient
+and kernel gradient at every conv layer shape of the mmnist, mazes and minerl models, under jit, with
+leading batch dims and under vmap. Skipped where the extension is not built (python ext/build.py)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import ROOT
+from jax import lax
+
+import config as cfg_lib
+import onednn
+
+requires_onednn = pytest.mark.skipif(not onednn.available(), reason=f"oneDNN extension unavailable: {onednn.info()}")
+
+DN = ("NHWC", "HWIO", "NHWC")
+FRAMES = 3
+
+
+def plain_conv(x, w):
+    return lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=DN)
+
+
+def plain_conv_transpose(x, w):
+    return lax.conv_transpose(x, w, (2, 2), "VALID", dimension_numbers=DN)
+
+
+def layer_shapes(name: str) -> tuple[list, list]:
+    """((input size, Cin, Cout, k) of the encoder's convs, the same of the decoder's transposed convs) of a
+    paper config, as cnns.Encoder / cnns.Decoder build them."""
+    config = cfg_lib.parse(["--config", str(ROOT / "configs" / f"{name}.yml")])
+    width = config.filters * config.channels_mult
+    enc_chans = [config.channels, width, 2 * width, 4 * width, 8 * width]
+    enc, size = [], 64
+    for cin, cout in zip(enc_chans[:-1], enc_chans[1:]):
+        enc.append((size, cin, cout, 4))
+        size = (size - 4) // 2 + 1
+    dec_chans = [32 * width, 4 * width, 2 * width, width, config.channels]
+    dec, size = [], 1
+    for cin, cout, k in zip(dec_chans[:-1], dec_chans[1:], [5, 5, 6, 6]):
+        dec.append((size, cin, cout, k))
+        size = 2 * (size - 1) + k
+    assert size == 64, size
+    return enc, dec
+
+
+CONFIGS = ("mmnist", "mazes", "minerl")
+ENCODER = sorted({layer for name in CONFIGS for layer in layer_shapes(name)[0]})
+DECODER = sorted({layer for name in CONFIGS for layer in layer_shapes(name)[1]})
+CASES = [("conv_s2", *layer) for layer in ENCODER] + [("conv_transpose_s2", *layer) for layer in DECODER]
+OPS = {"conv_s2": (onednn.conv_s2, plain_conv), "conv_transpose_s2": (onednn.conv_transpose_s2, plain_conv_transpose)}
+
+
+def inputs(x_shape, w_shape, plain, seed=0):
+    kx, kw, kc = jax.random.split(jax.random.key(seed), 3)
+    x = jax.random.normal(kx, x_shape)
+    w = jax.random.normal(kw, w_shape) / np.sqrt(np.prod(w_shape[:3]))
+    cotangent = jax.random.normal(kc, jax.eval_shape(plain, x, w).shape)
+    return x, w, cotangent
+
+
+def value_and_grads(op, x, w, cotangent):
+    """op(x, w) and the gradients of <op(x, w), cotangent> in x and w."""
+    out, vjp = jax.vjp(op, x, w)
+    return out, *vjp(cotangent)
+
+
+def assert_close(got, want):
+    for name, g, v in zip(("output", "input grad", "kernel grad"), got, want):
+        assert g.shape == v.shape, (name, g.shape, v.shape)
+        assert g.dtype == v.dtype, (name, g.dtype, v.dtype)
+        scale = float(jnp.max(jnp.abs(v)))
+        np.testing.assert_allclose(g, v, atol=1e-5 * scale, rtol=1e-4, err_msg=name)
+
+
+@requires_onednn
+@pytest.mark.parametrize("op,size,cin,cout,k", CASES)
+def test_matches_lax_under_jit(op, size, cin, cout, k):
+    fast, plain = OPS[op]
+    x, w, cotangent = inputs((FRAMES, size, size, cin), (k, k, cin, cout), plain)
+    got = jax.jit(functools.partial(value_and_grads, fast))(x, w, cotangent)
+    assert_close(got, value_and_grads(plain, x, w, cotangent))
+
+
+@requires_onednn
+@pytest.mark.parametrize("op", OPS)
+def test_matches_lax_eagerly_one_frame(op):
+    fast, plain = OPS[op]
+    size, cin, cout, k = ENCODER[2] if op == "conv_s2" else DECODER[2]
+    x, w, cotangent = inputs((1, size, size, cin), (k, k, cin, cout), plain, seed=1)
+    assert_close(value_and_grads(fast, x, w, cotangent), value_and_grads(plain, x, w, cotangent))
+
+
+@requires_onednn
+@pytest.mark.parametrize("op", OPS)
+def test_leading_batch_dims_fold_into_frames(op):
+    """(B, T, H, W, C) inputs give the same values and gradients as the folded (B*T, H, W, C) ones."""
+    fast, plain = OPS[op]
+    size, cin, cout, k = ENCODER[3] if op == "conv_s2" else DECODER[1]
+    x, w, cotangent = inputs((6, size, size, cin), (k, k, cin, cout), plain, seed=2)
+    folded = value_and_grads(fast, x, w, cotangent)
+    unfold = lambda a: a.reshape(2, 3, *a.shape[1:])
+    got = jax.jit(functools.partial(value_and_grads, fast))(unfold(x), w, unfold(cotangent))
+    want = (unfold(folded[0]), unfold(folded[1]), folded[2])
+    assert_close(got, want)
+
+
+@requires_onednn
+@pytest.mark.parametrize("op", OPS)
+def test_vmap(op):
+    """vmap over frames with a shared kernel (one call), and over kernels too (one call per element)."""
+    fast, plain = OPS[op]
+    size, cin, cout, k = ENCODER[1] if op == "conv_s2" else DECODER[2]
+    x, w, cotangent = inputs((4, 2, size, size, cin), (k, k, cin, cout), jax.vmap(plain, (0, None)), seed=3)
+    per_group = lambda f, w: lambda x, c: value_and_grads(f, x, w, c)
+    got = jax.jit(jax.vmap(per_group(fast, w)))(x, cotangent)
+    want = jax.vmap(per_group(plain, w))(x, cotangent)
+    assert_close(got, want)
+    ws = jnp.stack([w, 2 * w, -w, 0.5 * w])
+    both = lambda f: lambda x, w, c: value_and_grads(f, x, w, c)
+    assert_close(jax.jit(jax.vmap(both(fast)))(x, ws, cotangent), jax.vmap(both(plain))(x, ws, cotangent))
+
+
+@requires_onednn
+def test_inside_a_jitted_loss_with_other_ops():
+    """A small encoder-decoder chain of both ops under jit and grad, as the model uses them."""
+    enc = [(4, 4, 1, 8), (4, 4, 8, 16)]
+    dec = [(6, 6, 16, 8), (6, 6, 8, 1)]
+    keys = jax.random.split(jax.random.key(4), 5)
+    params = [jax.random.normal(kk, s) * 0.1 for kk, s in zip(keys, enc + dec)]
+    frames = jax.random.uniform(keys[-1], (6, 30, 30, 1))
+
+    def loss(params, conv, tconv):
+        h = frames
+        for w in params[:2]:
+            h = jax.nn.leaky_relu(conv(h, w), 0.2)
+        for w in params[2:]:
+            h = jnp.tanh(tconv(h, w))
+        return jnp.mean(h**2)
+
+    got = jax.jit(jax.value_and_grad(loss), static_argnums=(1, 2))(params, onednn.conv_s2, onednn.conv_transpose_s2)
+    want = jax.value_and_grad(loss)(params, plain_conv, plain_conv_transpose)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    for g, v in zip(got[1], want[1]):
+        np.testing.assert_allclose(g, v, atol=1e-5 * float(jnp.max(jnp.abs(v))), rtol=1e-4)
+
+
+@requires_onednn
+def test_concurrent_calls_from_threads():
+    """Primitives are shared and scratch space is per thread: calls from several threads at once
+    (as XLA may run a layer's two gradients at once) give the sequential results."""
+    import concurrent.futures
+
+    size, cin, cout, k = DECODER[2]
+    fn = jax.jit(functools.partial(value_and_grads, onednn.conv_transpose_s2))
+    args = [inputs((FRAMES + i, size, size, cin), (k, k, cin, cout), plain_conv_transpose, seed=i) for i in range(4)]
+    want = [fn(*a) for a in args for _ in range(2)]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda a: jax.block_until_ready(fn(*a)), [a for a in args for _ in range(2)]))
+    for g, v in zip(got, want):
+        for a, b in zip(g, v):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_import_without_the_extension(tmp_path):
+    """Without ext/_onednn_conv.so the module imports, available() is False and info() says why."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy(ROOT / "onednn.py", tmp_path / "onednn.py")
+    code = "import onednn; assert not onednn.available(); print(onednn.info())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "not built" in out.stdout
