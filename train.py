@@ -185,11 +185,11 @@ def validation_summary(config, params, val_batches, graphdef, step: int, with_vi
     )
 
 
-def summarize(config, params, batch, val_batches, graphdef, step: int, log, metrics: Metrics) -> None:
+def summarize(config, params, batch, val_batches, graphdef, step: int, log, metrics: Metrics, final=False) -> None:
     """Validation scalars every save_scalars_every steps; prediction videos of a train and a
-    validation batch every save_gifs_every steps (when save_gifs)."""
-    videos = config.save_gifs and step % config.save_gifs_every == 0
-    if step % config.save_scalars_every == 0 or videos:
+    validation batch every save_gifs_every steps (when save_gifs); both at the end of a run (`final`)."""
+    videos = config.save_gifs and (final or step % config.save_gifs_every == 0)
+    if final or step % config.save_scalars_every == 0 or videos:
         validation_summary(config, params, val_batches, graphdef, step, videos, log, metrics)
     if videos and config.seq_len > config.open_loop_ctx:
         open_loop = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
@@ -291,6 +291,8 @@ def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
         metrics.flush()
         if step != manager.latest_step():
             runs.save_checkpoint(manager, step, params, opt_state, loader)
+        if not stopped and step > start and config.save_gifs and step % config.save_gifs_every:
+            summarize(config, params, batch, val_batches, graphdef, step, log, metrics, final=True)
     if bar is not None:
         bar.close()
     manager.close()

@@ -268,7 +268,7 @@ def test_processes_read_disjoint_rows_of_the_same_global_batches(fake_mmnist):
     cfg = dataclasses.replace(fake_mmnist, num_epochs=1)
     whole = [ids(b)[:, 0] for b in data.make_train_loader(cfg, 0, 1)]
     parts = [[ids(b)[:, 0] for b in data.make_train_loader(cfg, p, 2)] for p in range(2)]
-    assert len(parts[0]) == len(parts[1]) == len(whole) == 6
+    assert len(parts[0]) == len(parts[1]) == len(whole) == 3  # 12 clips, global batches of 4
     for step, batch in enumerate(whole):  # process p holds rows [p*b, (p+1)*b) of global batch s
         np.testing.assert_array_equal(np.concatenate([parts[0][step], parts[1][step]]), batch)
 
