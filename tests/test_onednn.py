@@ -9,23 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ROOT
-from jax import lax
+from test_cnns import FRAMES, plain_conv, plain_conv_transpose  # the lax references
 
 import config as cfg_lib
 import onednn
 
 requires_onednn = pytest.mark.skipif(not onednn.available(), reason=f"oneDNN extension unavailable: {onednn.info()}")
-
-DN = ("NHWC", "HWIO", "NHWC")
-FRAMES = 3
-
-
-def plain_conv(x, w):
-    return lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=DN)
-
-
-def plain_conv_transpose(x, w):
-    return lax.conv_transpose(x, w, (2, 2), "VALID", dimension_numbers=DN)
 
 
 def layer_shapes(name: str) -> tuple[list, list]:
