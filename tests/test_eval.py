@@ -93,5 +93,6 @@ def test_eval_errors_are_one_line(trained, tmp_path):
 
 def test_eval_rejects_checkpoint_of_another_model(trained):
     config, run, target = cfg_lib.parse_saved(["--logdir", str(trained), "--cell_deter_size", "9"])
-    with pytest.raises(ConfigError, match=r"parameter cells/0/\S+ is \(\d+,\) in the checkpoint and \(\d+,\) in the model"):
+    mismatch = r"parameter cells/0/\S+ is \(\d+,\) in the checkpoint and \(\d+,\) in the model"
+    with pytest.raises(ConfigError, match=mismatch):
         eval_lib.evaluate(config, run, target)
