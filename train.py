@@ -130,7 +130,7 @@ class Metrics:
             return
         folder = self.exp_dir / "checkpoints"
         if self.kept is None:
-            kept = f"no checkpoint was written in this run ({folder} has any earlier ones)"
+            kept = f"no checkpoint was written in this run (earlier ones, if any, are in {folder})"
         else:
             kept = f"checkpoint {self.kept[0]} in {folder} is kept (train loss {self.kept[1]:.4g} at that step)"
         raise TrainingError(f"non-finite {name} {value} at step {step}; {kept}")
