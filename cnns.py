@@ -33,7 +33,7 @@ from flax import nnx
 from jax import lax
 
 import onednn
-from config import Config, ConfigError
+from config import CONV_IMPLS, Config, ConfigError
 
 GLOROT = nnx.initializers.xavier_uniform()  # Keras' glorot_uniform, as in the official code
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -43,7 +43,7 @@ def conv_form(conv_impl: str) -> str:
     """The conv form that config key `conv_impl` names on this backend: 'blocks' (this module's ops
     with hand-written gradients), 'onednn' (oneDNN primitives, CPU) or 'xla' (plain lax convolutions).
     'auto' is 'xla' on GPU/TPU, and on CPU 'onednn' where its extension loads, else 'blocks'."""
-    assert conv_impl in ("auto", "xla", "blocks", "onednn"), f"conv_impl {conv_impl!r}"
+    assert conv_impl in CONV_IMPLS, f"conv_impl {conv_impl!r}; valid: {', '.join(CONV_IMPLS)}"
     if conv_impl == "auto":
         if jax.default_backend() != "cpu":
             return "xla"

@@ -217,24 +217,24 @@ def quiet_orbax():
     threading.excepthook = lambda args: None
     absl_logging.set_verbosity(absl_logging.FATAL)
     sys.stderr.flush()
-    saved_fd = os.dup(2)
+    saved_fd, succeeded = os.dup(2), False
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         try:
             yield
+            succeeded = True
         except BaseException:
             time.sleep(1.0)  # the failed call's other reads and writes end (and print) in their threads
             raise
-        else:
-            os.dup2(saved_fd, 2)
-            held.seek(0)
-            sys.stderr.write(held.read().decode(errors="replace"))
         finally:
             sys.stderr.flush()
             os.dup2(saved_fd, 2)
             os.close(saved_fd)
             threading.excepthook = hook
             absl_logging.set_verbosity(level)
+            if succeeded:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
 
 
 def _reason(e: BaseException) -> str:

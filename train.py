@@ -185,12 +185,12 @@ def validation_summary(config, params, val_batches, graphdef, step: int, with_vi
     )
 
 
-def summarize(config, params, batch, val_batches, graphdef, step: int, log, metrics: Metrics, final=False) -> None:
+def summarize(config, params, batch, val_batches, graphdef, step: int, log, tracker: Metrics, final=False) -> None:
     """Validation scalars every save_scalars_every steps; prediction videos of a train and a
     validation batch every save_gifs_every steps (when save_gifs); both at the end of a run (`final`)."""
     videos = config.save_gifs and (final or step % config.save_gifs_every == 0)
     if final or step % config.save_scalars_every == 0 or videos:
-        validation_summary(config, params, val_batches, graphdef, step, videos, log, metrics)
+        validation_summary(config, params, val_batches, graphdef, step, videos, log, tracker)
     if videos and config.seq_len > config.open_loop_ctx:
         open_loop = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
         keys = jax.random.split(steps.stream_key(config.seed, Stream.TRAIN_VIDEO, step), len(batch))
