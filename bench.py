@@ -34,6 +34,7 @@ import config as cfg_lib
 import cwvae
 import data
 import generators
+import hugepages
 import steps
 import tools
 
@@ -91,7 +92,9 @@ def train_step(
         return metrics
 
     jax.block_until_ready(run())  # warm-up
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     secs = statistics.median(timed(run, num_steps))
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     return {
         "config": name,
         "batch": batch,
@@ -103,6 +106,7 @@ def train_step(
         "frames_per_s": batch * config.seq_len / secs,
         "gflop_per_step": flops / 1e9,
         "fraction_of_matmul_limit": flops / secs / limit,
+        "page_faults_per_step": faults / num_steps,
     }
 
 
@@ -335,10 +339,12 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": platform.machine(),
         "jax": jax.__version__,
         "date": time.strftime("%Y-%m-%d"),
+        "huge_pages": hugepages.enabled(),
     }
     result["matmul"] = matmul_limit()
     limit = result["matmul"]["flops_per_sec"]
-    print(f"{result['device']}, jax {jax.__version__}; fp32 matmul limit {limit / 1e9:.0f} GFLOP/s")
+    pages = "huge pages on" if result["huge_pages"] else "huge pages off"
+    print(f"{result['device']}, jax {jax.__version__}, {pages}; fp32 matmul limit {limit / 1e9:.0f} GFLOP/s")
     if "train" not in skip:
         result["train"] = []
         for name in args.configs.split(","):
@@ -350,7 +356,8 @@ def main(argv: list[str] | None = None) -> dict:
                     f"train {name:6s} B={batch:<3d} T={row['seq_len']} {row['conv_impl']} convs: "
                     f"compile {row['compile_s']:.0f} s, "
                     f"step {row['step_s']:.3f} s, {row['frames_per_s']:.0f} frames/s, "
-                    f"{row['gflop_per_step']:.0f} GFLOP/step, {100 * row['fraction_of_matmul_limit']:.0f}% of limit"
+                    f"{row['gflop_per_step']:.0f} GFLOP/step, {100 * row['fraction_of_matmul_limit']:.0f}% of limit, "
+                    f"{row['page_faults_per_step']:.0f} page faults/step"
                 )
     if "convs" not in skip:
         convs = conv_benchmark(paper_config("mmnist"), frames=800, repeats=1)
@@ -412,4 +419,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    hugepages.reexec()
     main()

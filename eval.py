@@ -32,6 +32,7 @@ from absl import logging as absl_logging
 import config as cfg_lib
 import data
 import distributed
+import hugepages
 import runs
 import steps
 import tools
@@ -188,4 +189,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    hugepages.reexec()
     main()

@@ -29,6 +29,7 @@ import config as cfg_lib
 import cwvae
 import data
 import distributed
+import hugepages
 import runs
 import steps
 import tools
@@ -317,4 +318,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    hugepages.reexec()
     main()
