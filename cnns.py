@@ -10,7 +10,9 @@ badly (the kernel gradient of a stride-2 transposed conv runs ~40x slower than i
 pass; jax-ml/jax#23783). `conv_s2` and `conv_transpose_s2` therefore carry their own
 gradients: the two ops are each other's adjoint in x, and both kernel gradients are a few
 large matmuls over shifted strided slices. Forward passes pick the fastest plain form per shape:
-the sub-pixel (phase) form for even transposed kernels (one stride-1 conv to 4*Cout channels,
+for transposed convs with few outputs per pixel (the last layer, 1 or 3 channels) one matmul over
+all taps and an overlap-add (also in the `onednn` form, whose primitive is slow there), else the
+sub-pixel (phase) form for even transposed kernels (one stride-1 conv to 4*Cout channels,
 then depth-to-space), a matmul over all taps when the output is 1 or 2 pixels wide, and for
 stride-2 convs with wide inputs a stride-1 conv over 2x2 pixel blocks done as one matmul per
 kernel row (its transpose is then the kernel gradient). bench.py's conv profile times each part.
@@ -63,7 +65,23 @@ def _fallback_notice() -> str:
 
 def _ops(form: str):
     """(conv_s2, conv_transpose_s2) of a form other than 'xla'."""
-    return (onednn.conv_s2, onednn.conv_transpose_s2) if form == "onednn" else (conv_s2, conv_transpose_s2)
+    return (onednn.conv_s2, _onednn_conv_transpose_s2) if form == "onednn" else (conv_s2, conv_transpose_s2)
+
+
+def _onednn_conv_transpose_s2(x: jax.Array, w: jax.Array) -> jax.Array:
+    """onednn.conv_transpose_s2, with the taps forward pass where there are few outputs (oneDNN's
+    data-gradient primitive runs the decoder's last layer at ~22 GFLOP/s; docs/benchmarks.md)."""
+    return _taps_then_onednn(x, w) if _few_outputs(w) else onednn.conv_transpose_s2(x, w)
+
+
+@jax.custom_vjp
+def _taps_then_onednn(x: jax.Array, w: jax.Array) -> jax.Array:
+    return _conv_transpose_s2_taps(x, w)
+
+
+_taps_then_onednn.defvjp(
+    lambda x, w: (_conv_transpose_s2_taps(x, w), (x, w)), lambda res, dy: onednn.conv_transpose_s2_grads(*res, dy)
+)
 
 
 def conv_feature_size(config: Config) -> int:
@@ -158,9 +176,37 @@ def _phase_kernel(w: jax.Array) -> jax.Array:
     return v.transpose(0, 2, 4, 1, 3, 5).reshape(t, t, cin, 4 * cout)
 
 
+def _few_outputs(w: jax.Array) -> bool:
+    """Whether a transposed conv has few output values per input pixel (k*k*Cout; 36 and 108 in the
+    decoder's last layer): there `_conv_transpose_s2_taps` beats the conv primitives 2.3-4x."""
+    k, _, _, cout = w.shape
+    return k * k * cout <= 128
+
+
+def _conv_transpose_s2_taps(x: jax.Array, w: jax.Array) -> jax.Array:
+    """conv_transpose_s2 as one matmul of every input pixel with all k*k taps, then an overlap-add:
+    input pixel i adds tap j of the flipped kernel to output pixel 2i + j. Written j = 2a + p, output
+    phase p at pixel m sums the taps (a, p) of input pixels m - a, a = 0..k/2-1: (k/2)^2 shifted
+    slices per phase. oneDNN and XLA run the decoder's last layer (32 -> 1 or 3 channels) as a conv
+    at ~20-40 GFLOP/s; this form is a matmul and one pass over its output."""
+    n, h, _, cin = x.shape
+    k, _, _, cout = w.shape
+    t = (k + 1) // 2  # an odd kernel gets a zero tap: output one row/column too long, cropped below
+    v = jnp.pad(jnp.flip(w, (0, 1)), ((0, 2 * t - k), (0, 2 * t - k), (0, 0), (0, 0)))
+    y = (x.reshape(-1, cin) @ v.transpose(2, 0, 1, 3).reshape(cin, -1)).reshape(n, h, h, t, 2, t, 2, cout)
+    m = h + t - 1
+    pad = lambda a, b: ((0, 0), (a, t - 1 - a), (b, t - 1 - b), (0, 0), (0, 0), (0, 0))
+    phases = sum(jnp.pad(y[:, :, :, a, :, b], pad(a, b)) for a in range(t) for b in range(t))  # (n, m, m, 2, 2, C)
+    out = phases.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * m, 2 * m, cout)
+    size = 2 * (h - 1) + k
+    return out[:, :size, :size]
+
+
 def _conv_transpose_s2_forward(x: jax.Array, w: jax.Array) -> jax.Array:
     n, h, _, cin = x.shape
     k, _, _, cout = w.shape
+    if _few_outputs(w):
+        return _conv_transpose_s2_taps(x, w)
     if h == 1:  # one pixel in: the output is its outer product with the kernel
         wm = jnp.flip(w, (0, 1)).transpose(2, 0, 1, 3).reshape(cin, k * k * cout)
         return (x.reshape(n, cin) @ wm).reshape(n, k, k, cout)

@@ -137,12 +137,12 @@ def _conv_transpose_s2_fwd(x, w):
     return conv_transpose_s2(x, w), (x, w)
 
 
-def _conv_transpose_s2_bwd(res, dy):
-    x, w = res
+def conv_transpose_s2_grads(x: jax.Array, w: jax.Array, dy: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The input and kernel gradients of conv_transpose_s2 at (x, w) for output cotangent dy."""
     h, wd = x.shape[-3:-1]
     dx = _call("fwd", True, lambda ds, ws: (*ds[:-3], h, wd, ws[2]), dy, w)
     dw = _call("bwd_weights", True, lambda ds, xs: w.shape, dy, x)
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
-conv_transpose_s2.defvjp(_conv_transpose_s2_fwd, _conv_transpose_s2_bwd)
+conv_transpose_s2.defvjp(_conv_transpose_s2_fwd, lambda res, dy: conv_transpose_s2_grads(*res, dy))

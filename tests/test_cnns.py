@@ -56,14 +56,26 @@ DECODER_LAYERS = [(1, 1024, 128, 5), (5, 128, 64, 5), (13, 64, 32, 6), (30, 32, 
 CONV_LAYERS = [(size, cin, cout, 4) for size, cin, cout in ENCODER_LAYERS] + [(30, 32, 64, 6), (13, 64, 128, 5)]
 
 
+# the ops each form other than 'xla' runs (cnns._ops): 'onednn' mixes oneDNN with a pure-JAX forward
+FORMS = ["blocks"] + (["onednn"] if onednn.available() else [])
+
+
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("size,cin,cout,k", CONV_LAYERS)
-def test_conv_s2_matches_lax_conv(size, cin, cout, k):
-    assert_ops_agree(cnns.conv_s2, plain_conv, (FRAMES, size, size, cin), (k, k, cin, cout))
+def test_conv_s2_matches_lax_conv(form, size, cin, cout, k):
+    assert_ops_agree(cnns._ops(form)[0], plain_conv, (FRAMES, size, size, cin), (k, k, cin, cout))
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("size,cin,cout,k", DECODER_LAYERS)
-def test_conv_transpose_s2_matches_lax_conv_transpose(size, cin, cout, k):
-    assert_ops_agree(cnns.conv_transpose_s2, plain_conv_transpose, (FRAMES, size, size, cin), (k, k, cin, cout))
+def test_conv_transpose_s2_matches_lax_conv_transpose(form, size, cin, cout, k):
+    op = cnns._ops(form)[1]
+    assert_ops_agree(op, plain_conv_transpose, (FRAMES, size, size, cin), (k, k, cin, cout))
+
+
+@pytest.mark.parametrize("size,cin,cout,k", [(30, 32, 1, 6), (30, 32, 3, 6), (5, 8, 3, 5), (4, 8, 2, 3), (1, 8, 3, 5)])
+def test_taps_form_of_conv_transpose_matches_lax_for_even_and_odd_kernels(size, cin, cout, k):
+    assert_ops_agree(cnns._conv_transpose_s2_taps, plain_conv_transpose, (FRAMES, size, size, cin), (k, k, cin, cout))
 
 
 def encoder_and_decoder(*argv):
