@@ -347,7 +347,8 @@ def elbo_terms(
     b, t = obs.shape[:2]
     std = options.dec_stddev
     sq = jnp.square((obs - decoded) / std).reshape(b, t, -1)
-    nll_bt = 0.5 * jnp.sum(sq + jnp.log(2 * jnp.pi * std**2), -1)
+    # the constant added once per frame, not per pixel: XLA:CPU's reduction of (sq + c) ran 7x slower
+    nll_bt = 0.5 * (jnp.sum(sq, -1) + sq.shape[-1] * jnp.log(2 * jnp.pi * std**2))
     nll = batch_mean_time_sum(nll_bt)
     metrics, kl_total = {}, 0.0
     sg = jax.lax.stop_gradient
