@@ -25,6 +25,7 @@ import sys
 import threading
 import types
 import typing
+import warnings
 from typing import Any, Union
 
 import yaml
@@ -484,7 +485,9 @@ def main_guard(fn):
         return fn()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        threading.excepthook = sys.unraisablehook = lambda *args: None  # no echoes from writer threads at exit
+        # No echoes at exit: from writer threads, and orbax's abandoned reads ("coroutine ... was never awaited").
+        threading.excepthook = sys.unraisablehook = lambda *args: None
+        warnings.simplefilter("ignore")
         raise SystemExit(2) from None
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit

@@ -149,6 +149,24 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tiny, tmp_pa
     assert list((first.exp_dir / "damaged_checkpoints").iterdir())
 
 
+def test_a_user_error_stays_one_line_when_an_abandoned_read_is_collected_at_exit(tmp_path):
+    # A failed orbax restore leaves coroutines that were never awaited; their warning came after the line.
+    program = tmp_path / "fail.py"
+    program.write_text(
+        "import config\n"
+        "async def read(): pass\n"
+        "pending = []\n"
+        "def fail():\n"
+        "    pending.append(read())\n"
+        "    raise config.UserError('checkpoint 6 does not restore')\n"
+        "config.main_guard(fail)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(program)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    one_line_exit_2(out, "checkpoint 6 does not restore")
+
+
 def test_a_full_disk_gives_one_line_and_keeps_the_previous_checkpoint(tiny, monkeypatch):
     real_save = ocp.CheckpointManager.save
 
