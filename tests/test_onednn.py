@@ -3,6 +3,7 @@ and kernel gradient at every conv layer shape of the mmnist, mazes and minerl mo
 leading batch dims and under vmap. Skipped where the extension is not built (python ext/build.py)."""
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -165,3 +166,30 @@ def test_import_without_the_extension(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "not built" in out.stdout
+
+
+def test_build_without_a_compiler_prints_one_line_and_exits_0(tmp_path):
+    """`make setup` goes on where the extension cannot be built: one line on stderr, exit 0, no .so touched."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "CXX"} | {"PATH": str(tmp_path)}  # no g++ on PATH
+    out = subprocess.run([sys.executable, str(ROOT / "ext" / "build.py")], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout == "", out
+    assert out.stderr.strip().count("\n") == 0 and "no C++ compiler" in out.stderr, out.stderr
+
+
+def test_auto_falls_back_to_the_pure_jax_forms_with_a_notice(monkeypatch, capsys):
+    import cnns
+
+    monkeypatch.setattr(onednn, "available", lambda: False)
+    cnns._fallback_notice.cache_clear()
+    try:
+        assert cnns.conv_form("auto") == "blocks"
+        assert cnns.conv_form("auto") == "blocks"  # the notice once per process
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "oneDNN convolutions unavailable" in err, err
+        with pytest.raises(cfg_lib.ConfigError, match="conv_impl' got 'onednn', which is unavailable"):
+            cnns.conv_form("onednn")
+    finally:
+        cnns._fallback_notice.cache_clear()
