@@ -4,6 +4,8 @@ leading batch dims and under vmap. Skipped where the extension is not built (pyt
 
 import functools
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -158,8 +160,6 @@ def test_concurrent_calls_from_threads():
 def test_import_without_the_extension(tmp_path):
     """Without ext/_onednn_conv.so the module imports, available() is False and info() says why."""
     import shutil
-    import subprocess
-    import sys
 
     shutil.copy(ROOT / "onednn.py", tmp_path / "onednn.py")
     code = "import onednn; assert not onednn.available(); print(onednn.info())"
@@ -170,13 +170,13 @@ def test_import_without_the_extension(tmp_path):
 
 def test_build_without_a_compiler_prints_one_line_and_exits_0(tmp_path):
     """`make setup` goes on where the extension cannot be built: one line on stderr, exit 0, no .so touched."""
-    import subprocess
-    import sys
-
+    built = ROOT / "ext" / "_onednn_conv.so"
+    before = built.stat().st_mtime_ns if built.exists() else None
     env = {k: v for k, v in os.environ.items() if k != "CXX"} | {"PATH": str(tmp_path)}  # no g++ on PATH
     out = subprocess.run([sys.executable, str(ROOT / "ext" / "build.py")], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and out.stdout == "", out
     assert out.stderr.strip().count("\n") == 0 and "no C++ compiler" in out.stderr, out.stderr
+    assert (built.stat().st_mtime_ns if built.exists() else None) == before
 
 
 def test_auto_falls_back_to_the_pure_jax_forms_with_a_notice(monkeypatch, capsys):
