@@ -208,6 +208,7 @@ struct Buffer {
 
 struct ThreadState {
   Buffer scratch, wei, flip;
+  Buffer sum, part;  // the kernel gradient's chunked sum (RunBwdWeights)
   std::unique_ptr<dnnl::stream> stream;
   dnnl::stream& Stream() {
     if (!stream) stream = std::make_unique<dnnl::stream>(Engine());
@@ -243,61 +244,110 @@ void ActDims(ffi::Span<const int64_t> d, int64_t* n, int64_t* h, int64_t* w, int
   *c = d[r - 1];
 }
 
+// The user scratchpad of one primitive execution (each at most e.scratch_bytes).
+dnnl::memory Scratch(const Entry& e, ThreadState& st) {
+  const size_t bytes = std::max<size_t>(e.scratch_bytes, 1);
+  return dnnl::memory(dnnl::memory::desc({static_cast<int64_t>(bytes)}, dt::u8, tag::a), Engine(),
+                      st.scratch.Get(bytes));
+}
+
+// Forward or backward data: `wei_user` is the caller's kernel buffer.
+void RunFwdOrBwdData(int kind, const Shape& s, float* src, float* wei_user, float* dst) {
+  auto e = Get(kind, s);
+  auto& eng = Engine();
+  auto& st = State();
+  auto& strm = st.Stream();
+  dnnl::memory scratch = Scratch(*e, st);
+  float* w = wei_user;
+  if (s.flip_swap) {  // the spatial flip: copy the taps reversed
+    w = static_cast<float*>(st.flip.Get(static_cast<size_t>(s.k * s.k * s.ci * s.co) * sizeof(float)));
+    FlipTaps(wei_user, w, s.k, s.ci * s.co);
+  }
+  dnnl::memory user_wei(e->user_wei_md, eng, w);
+  dnnl::memory wei = user_wei;
+  if (e->reorder_wei) {
+    wei = dnnl::memory(e->wei_md, eng, st.wei.Get(e->wei_md.get_size()));
+    e->wei_reorder.execute(strm, {{DNNL_ARG_FROM, user_wei}, {DNNL_ARG_TO, wei}, {DNNL_ARG_SCRATCHPAD, scratch}});
+  }
+  dnnl::memory src_m(e->src_md, eng, src), dst_m(e->dst_md, eng, dst);
+  if (kind == kFwd) {
+    e->prim.execute(strm, {{DNNL_ARG_SRC, src_m},
+                           {DNNL_ARG_WEIGHTS, wei},
+                           {DNNL_ARG_DST, dst_m},
+                           {DNNL_ARG_SCRATCHPAD, scratch}});
+  } else {
+    e->prim.execute(strm, {{DNNL_ARG_DIFF_SRC, src_m},
+                           {DNNL_ARG_WEIGHTS, wei},
+                           {DNNL_ARG_DIFF_DST, dst_m},
+                           {DNNL_ARG_SCRATCHPAD, scratch}});
+  }
+  strm.wait();
+}
+
+// One backward-weights execution over all frames of `s`: the kernel gradient into `out`, in the
+// caller's layout before any spatial flip.
+void BwdWeightsOnce(const Shape& s, float* src, float* dst, float* out) {
+  auto e = Get(kBwdWeights, s);
+  auto& eng = Engine();
+  auto& st = State();
+  auto& strm = st.Stream();
+  dnnl::memory scratch = Scratch(*e, st);
+  dnnl::memory user_wei(e->user_wei_md, eng, out);
+  dnnl::memory wei = user_wei;
+  if (e->reorder_wei) wei = dnnl::memory(e->wei_md, eng, st.wei.Get(e->wei_md.get_size()));
+  dnnl::memory src_m(e->src_md, eng, src), dst_m(e->dst_md, eng, dst);
+  e->prim.execute(strm, {{DNNL_ARG_SRC, src_m},
+                         {DNNL_ARG_DIFF_WEIGHTS, wei},
+                         {DNNL_ARG_DIFF_DST, dst_m},
+                         {DNNL_ARG_SCRATCHPAD, scratch}});
+  if (e->reorder_wei) {
+    e->wei_reorder.execute(strm, {{DNNL_ARG_FROM, wei}, {DNNL_ARG_TO, user_wei}, {DNNL_ARG_SCRATCHPAD, scratch}});
+  }
+  strm.wait();
+}
+
+// Output rows (frames x OH) that one backward-weights execution sums. oneDNN's kernels add the
+// products of all frames and rows into one float32 accumulator per weight, so their rounding error
+// grows with N * OH: 5e-5 of the gradient's largest value at 800 frames of 64x64 input, where
+// TensorFlow's float32 code is at 2e-6. Executions over chunks of about this many rows, added in
+// double, keep it near 1e-6 at any N, and each chunk is still thousands of rows of GEMM-sized work.
+constexpr int64_t kChunkRows = 1024;
+
+// The kernel gradient: chunks of frames of nearly equal size, summed in double.
+void RunBwdWeights(const Shape& s, float* src, float* wei_user, float* dst) {
+  auto& st = State();
+  const int64_t block = s.ci * s.co, count = s.k * s.k * block;
+  float* out = s.flip_swap ? static_cast<float*>(st.flip.Get(count * sizeof(float))) : wei_user;
+  const int64_t chunks = (s.n * s.oh + kChunkRows - 1) / kChunkRows;
+  if (chunks <= 1) {
+    BwdWeightsOnce(s, src, dst, out);
+  } else {
+    const int64_t frames = (s.n + chunks - 1) / chunks;
+    double* sum = static_cast<double*>(st.sum.Get(count * sizeof(double)));
+    float* part = static_cast<float*>(st.part.Get(count * sizeof(float)));
+    std::fill(sum, sum + count, 0.0);
+    for (int64_t n0 = 0; n0 < s.n; n0 += frames) {
+      Shape c = s;
+      c.n = std::min(frames, s.n - n0);
+      BwdWeightsOnce(c, src + n0 * s.h * s.w * s.ci, dst + n0 * s.oh * s.ow * s.co, part);
+      for (int64_t i = 0; i < count; ++i) sum[i] += part[i];
+    }
+    for (int64_t i = 0; i < count; ++i) out[i] = static_cast<float>(sum[i]);
+  }
+  if (s.flip_swap) FlipTaps(out, wei_user, s.k, block);
+}
+
 ffi::Error Run(int kind, const Shape& s, float* src, float* wei_user, float* dst) {
   if (s.n == 0) {  // no frames: oneDNN rejects zero-sized dims; the kernel gradient is zero
     if (kind == kBwdWeights) std::memset(wei_user, 0, static_cast<size_t>(s.k * s.k * s.ci * s.co) * sizeof(float));
     return ffi::Error::Success();
   }
   try {
-    auto e = Get(kind, s);
-    auto& eng = Engine();
-    auto& st = State();
-    auto& strm = st.Stream();
-    const int64_t block = s.ci * s.co;
-    const size_t wei_bytes = static_cast<size_t>(s.k * s.k * block) * sizeof(float);
-    dnnl::memory scratch(dnnl::memory::desc({static_cast<int64_t>(std::max<size_t>(e->scratch_bytes, 1))}, dt::u8,
-                                            tag::a),
-                         eng, st.scratch.Get(std::max<size_t>(e->scratch_bytes, 1)));
-    if (kind != kBwdWeights) {
-      float* w = wei_user;
-      if (s.flip_swap) {  // the spatial flip: copy the taps reversed
-        w = static_cast<float*>(st.flip.Get(wei_bytes));
-        FlipTaps(wei_user, w, s.k, block);
-      }
-      dnnl::memory user_wei(e->user_wei_md, eng, w);
-      dnnl::memory wei = user_wei;
-      if (e->reorder_wei) {
-        wei = dnnl::memory(e->wei_md, eng, st.wei.Get(e->wei_md.get_size()));
-        e->wei_reorder.execute(strm, {{DNNL_ARG_FROM, user_wei}, {DNNL_ARG_TO, wei}, {DNNL_ARG_SCRATCHPAD, scratch}});
-      }
-      dnnl::memory src_m(e->src_md, eng, src), dst_m(e->dst_md, eng, dst);
-      if (kind == kFwd) {
-        e->prim.execute(strm, {{DNNL_ARG_SRC, src_m},
-                               {DNNL_ARG_WEIGHTS, wei},
-                               {DNNL_ARG_DST, dst_m},
-                               {DNNL_ARG_SCRATCHPAD, scratch}});
-      } else {
-        e->prim.execute(strm, {{DNNL_ARG_DIFF_SRC, src_m},
-                               {DNNL_ARG_WEIGHTS, wei},
-                               {DNNL_ARG_DIFF_DST, dst_m},
-                               {DNNL_ARG_SCRATCHPAD, scratch}});
-      }
+    if (kind == kBwdWeights) {
+      RunBwdWeights(s, src, wei_user, dst);
     } else {
-      float* out = s.flip_swap ? static_cast<float*>(st.flip.Get(wei_bytes)) : wei_user;
-      dnnl::memory user_wei(e->user_wei_md, eng, out);
-      dnnl::memory wei = user_wei;
-      if (e->reorder_wei) wei = dnnl::memory(e->wei_md, eng, st.wei.Get(e->wei_md.get_size()));
-      dnnl::memory src_m(e->src_md, eng, src), dst_m(e->dst_md, eng, dst);
-      e->prim.execute(strm, {{DNNL_ARG_SRC, src_m},
-                             {DNNL_ARG_DIFF_WEIGHTS, wei},
-                             {DNNL_ARG_DIFF_DST, dst_m},
-                             {DNNL_ARG_SCRATCHPAD, scratch}});
-      if (e->reorder_wei) {
-        e->wei_reorder.execute(strm, {{DNNL_ARG_FROM, wei}, {DNNL_ARG_TO, user_wei}, {DNNL_ARG_SCRATCHPAD, scratch}});
-      }
-      if (s.flip_swap) FlipTaps(out, wei_user, s.k, block);
+      RunFwdOrBwdData(kind, s, src, wei_user, dst);
     }
-    strm.wait();
   } catch (const dnnl::error& err) {
     return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + err.what());
   } catch (const std::exception& err) {
