@@ -33,8 +33,10 @@ import cnns
 import config as cfg_lib
 import cwvae
 import data
+import dataspec
 import generators
 import hugepages
+import kernels
 import steps
 import tools
 
@@ -76,12 +78,13 @@ def train_step(
     graphdef, params = steps.init_model(config)
     step = steps.train_step(graphdef, mesh, steps.OptimizerOptions.from_config(config))
     opt_state = steps.make_optimizer(config).init(params)
-    frames = np.random.default_rng(0).integers(0, 256, (batch, config.seq_len, 64, 64, config.channels), np.uint8)
+    size = dataspec.get(name).frame_size
+    frames = np.random.default_rng(0).integers(0, 256, (batch, config.seq_len, size, size, config.channels), np.uint8)
     start = time.perf_counter()
     compiled = step.lower(params, opt_state, frames, steps.stream_key(0, steps.Stream.TRAIN, 0)).compile()
     compile_s = time.perf_counter() - start
     flops = _flops(compiled)
-    if cnns.conv_form(conv_impl) == "onednn":  # XLA does not count a custom call's FLOPs: count the same step
+    if kernels.resolve(conv_impl) == "onednn":  # XLA does not count a custom call's FLOPs: count the same step
         graphdef_b = steps.abstract_model(dataclasses.replace(config, conv_impl="blocks"))[0]  # in its XLA form
         step_b = steps.train_step(graphdef_b, mesh, steps.OptimizerOptions.from_config(config))
         flops = _flops(step_b.lower(params, opt_state, frames, steps.stream_key(0, steps.Stream.TRAIN, 0)).compile())
@@ -100,7 +103,7 @@ def train_step(
         "batch": batch,
         "seq_len": config.seq_len,
         "precision": precision,
-        "conv_impl": cnns.conv_form(conv_impl),
+        "conv_impl": kernels.resolve(conv_impl),
         "compile_s": compile_s,
         "step_s": secs,
         "frames_per_s": batch * config.seq_len / secs,
@@ -124,18 +127,18 @@ def _median_call(fn, *args, repeats: int) -> float:
 def conv_benchmark(config: cfg_lib.Config, frames: int = 800, repeats: int = 3) -> dict[str, float]:
     """Seconds (median) for the conv stacks' forward and forward+backward over `frames` frames,
     plain nnx layers ('xla') vs the fast ops ('blocks'): keys like 'encoder/blocks/grad'. For bench.py."""
-    rngs = nnx.Rngs(0)
+    rngs, model_config = nnx.Rngs(0), cwvae.ModelConfig.from_config(config)
     state = 8 * config.filters  # any width works for the decoder's input
-    frames_in = jax.random.uniform(jax.random.key(1), (1, frames, 64, 64, config.channels))
+    size = model_config.frame_size
+    frames_in = jax.random.uniform(jax.random.key(1), (1, frames, size, size, config.channels))
     states = jax.random.normal(jax.random.key(2), (1, frames, state))
     results = {}
     for name, module, x in [
-        ("encoder", cnns.Encoder(config, rngs=rngs), frames_in),
-        ("decoder", cnns.Decoder(config, state, rngs=rngs), states),
+        ("encoder", cnns.Encoder(model_config, rngs=rngs), frames_in),
+        ("decoder", cnns.Decoder(model_config, state, rngs=rngs), states),
     ]:
         for kind in ("xla", "blocks"):
-            module.conv_impl = kind
-            graph, params = nnx.split(module)
+            graph, params = nnx.split(cnns.use_kernels(module, kind))
 
             def loss(p, x, graph=graph):
                 out = nnx.merge(graph, p)(x)
@@ -216,10 +219,10 @@ def metric_speed(
 def conv_layers(config: cfg_lib.Config) -> list[tuple[str, object, tuple, tuple]]:
     """(name, op, input shape per frame, kernel shape) of every conv of the encoder and decoder,
     read off the model's modules (shapes only, nothing initialised)."""
-    model = nnx.eval_shape(lambda: cwvae.CWVAE(config, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: cwvae.CWVAE(cwvae.ModelConfig.from_config(config), rngs=nnx.Rngs(0)))
     stacks = [
-        ("enc", cnns.conv_s2, model.encoder.convs, (64, 64, config.channels)),
-        ("dec", cnns.conv_transpose_s2, model.decoder.deconvs, (1, 1, model.decoder.feat)),
+        ("enc", kernels.blocks.conv_s2, model.encoder.convs, (model.encoder.frame_size,) * 2 + (config.channels,)),
+        ("dec", kernels.blocks.conv_transpose_s2, model.decoder.deconvs, (1, 1, model.decoder.feat)),
     ]
     layers = []
     for prefix, op, convs, shape in stacks:
@@ -236,9 +239,9 @@ def conv_profile(config: cfg_lib.Config, frames: int, repeats: int = 3) -> list[
     `frames` frames (a batch-8 step has 800), best-of-`repeats` seconds and GFLOP/s, in the conv form
     config.conv_impl resolves to ('xla' is profiled as 'blocks')."""
     rows = []
-    ops = cnns._ops(cnns.conv_form(config.conv_impl))
+    ops = kernels.ops(kernels.resolve(config.conv_impl))
     for name, op, x_shape, w_shape in conv_layers(config):
-        op = ops[0] if op is cnns.conv_s2 else ops[1]
+        op = ops[0] if op is kernels.blocks.conv_s2 else ops[1]
         kx, kw, kc = jax.random.split(jax.random.key(0), 3)
         x = jax.random.normal(kx, (frames, *x_shape))
         w = jax.random.normal(kw, w_shape) * 0.05
@@ -265,8 +268,9 @@ def rollout(batch: int, predicted: int, repeats: int = 2) -> dict:
     """Time and XLA memory of the mmnist open-loop rollout: 36 context frames, `predicted` more."""
     config = paper_config("mmnist", eval_batch_size=batch, eval_seq_len=36 + predicted)
     graphdef, params = steps.init_model(config)
-    fn = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
-    videos = np.zeros((batch, config.eval_seq_len, 64, 64, 1), np.uint8)
+    fn = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range, tuple(config.use_obs_per_level()))
+    size = dataspec.get("mmnist").frame_size
+    videos = np.zeros((batch, config.eval_seq_len, size, size, 1), np.uint8)
     keys = jax.random.split(jax.random.key(0), batch)
     start = time.perf_counter()
     compiled = fn.lower(params, videos, keys).compile()
@@ -274,7 +278,7 @@ def rollout(batch: int, predicted: int, repeats: int = 2) -> dict:
     mem = compiled.memory_analysis()
     jax.block_until_ready(compiled(params, videos, keys))
     secs = min(timed(lambda: compiled(params, videos, keys), repeats))
-    out_bytes = batch * predicted * 64 * 64 * 4
+    out_bytes = batch * predicted * size * size * 4
     return {
         "batch": batch,
         "predicted_frames": predicted,
@@ -327,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=3, help="timed train steps after one warm-up")
     parser.add_argument("--rollout_batches", default="1,10", help="open-loop rollout batch sizes")
     parser.add_argument("--precision", default="float32", help="float32 or bfloat16 (GPU/TPU)")
-    parser.add_argument("--conv_impl", default="auto", choices=cfg_lib.CONV_IMPLS, help="train-step convs (cnns.py)")
+    parser.add_argument("--conv_impl", default="auto", choices=cfg_lib.CONV_IMPLS, help="train-step convs (kernels/)")
     parser.add_argument("--skip", default="", help="comma list of: train,convs,profile,rollout,metrics,loader")
     parser.add_argument("--out", default="bench.json", help="where to write the results")
     args = parser.parse_args(argv)
@@ -366,7 +370,7 @@ def main(argv: list[str] | None = None) -> dict:
         print("conv stacks, 800 frames, forward+grad: " + ", ".join(grads))
     if "profile" not in skip:
         result["conv_profile"] = conv_profile(paper_config("mmnist", conv_impl=args.conv_impl), frames=800)
-        form = cnns.conv_form(args.conv_impl)
+        form = kernels.resolve(args.conv_impl)
         print(f"mmnist convs ({form}), 800 frames (one batch-8 step), ms (GFLOP/s): forward, input grad, kernel grad")
         for row in result["conv_profile"]:
             parts = [f"{1e3 * row[f'{p}_s']:4.0f} ({row[f'{p}_gflop_per_s']:3.0f})" for p in PARTS]

@@ -3,8 +3,9 @@
 Values come from, in rising priority: the dataclass defaults below, the YAML file
 given by ``--config``, the command line (``--key value`` or ``--key=value``, as a wandb
 sweep agent passes them: ``None`` for null, ``16.0`` for an int), and wandb's run config
-(sweeps). Every error a user can cause is a ``UserError`` whose message names the key,
-file or value and what is valid; the scripts print it on one line and exit with code 2.
+(sweeps). Every error in them is a ``ConfigError`` (errors.py) whose message names the key, file
+or value and what is valid; the scripts print it on one line (cli.py). `--help` lists every key
+with the doc string of its field.
 
 Keys are of two kinds: those that change what a run learns (the model, the loss, the
 data, the optimisation, the seed), which identify the experiment and name its folder,
@@ -18,93 +19,87 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import os
 import pathlib
 import secrets
 import sys
-import threading
 import types
 import typing
-import warnings
 from typing import Any, Union
 
 import yaml
 
-
-class UserError(ValueError):
-    """An error the user can fix (input, files, data): printed as one line, exit code 2."""
-
-
-class ConfigError(UserError):
-    """A user error in the configuration: one line, names key, value and what is valid."""
+import dataspec
+from errors import ConfigError
 
 
-class DataError(UserError):
-    """A data problem (missing archive, corrupt file, bad length): one line naming the file."""
+def key(default: Any, doc: str) -> Any:
+    """A config key: its default and the one line `--help` shows for it."""
+    return dataclasses.field(default=default, metadata={"doc": doc})
 
 
 @dataclasses.dataclass
 class Config:
     # --- files -----------------------------------------------------------------
-    config: str | None = None  # YAML file with the dataset's overrides
-    datadir: str = "data"  # root of the prepared (and generated) datasets
-    logdir: str = "logs"  # root of the experiment folders (eval.py: the run or checkpoint folder)
-    run_name: str | None = None  # the run's folder under logdir/dataset; null: main keys + hash of the result keys
+    config: str | None = key(None, "YAML file with the dataset's overrides")
+    datadir: str = key("data", "root of the prepared (and generated) datasets")
+    logdir: str = key("logs", "root of the experiment folders (eval.py: the run or checkpoint folder)")
+    run_name: str | None = key(None, "the run's folder under logdir/dataset; null: main keys + hash of the result keys")
     # --- model -----------------------------------------------------------------
-    levels: int = 3  # levels of the hierarchy
-    tmp_abs_factor: int = 6  # clock factor k: level l ticks once every k**l frames
-    dec_stddev: float = 1.0  # std of the Gaussian decoder
-    enc_dense_layers: int = 3  # dense layers per level above 0 in the encoder
-    enc_dense_embed_size: int = 1000  # hidden width of those dense layers
-    cell_stoch_size: int = 20  # stochastic state size
-    cell_deter_size: int = 200  # GRU (deterministic) state size
-    cell_embed_size: int = 200  # hidden width in the prior/posterior nets
-    cell_min_stddev: float = 1e-4  # added to every stddev
-    cell_mean_only: bool = False  # sample := mean (deterministic model)
-    cell_reset_state: bool = False  # reset the stochastic sample at each parent tick (VTA-like)
-    use_obs: str | None = None  # per level, whether the posterior sees observations ("TTF"); null: all
-    channels_mult: int = 1  # width multiplier of the encoder/decoder convs
-    filters: int = 32  # base conv width
-    conv_impl: str = "auto"  # auto: xla on GPU/TPU, onednn (else blocks) on CPU; xla, blocks or onednn
-    precision: str = "float32"  # conv dtype: float32 or bfloat16 (GPU/TPU); params and dense layers stay float32
+    levels: int = key(3, "levels of the hierarchy")
+    tmp_abs_factor: int = key(6, "clock factor k: level l ticks once every k**l frames")
+    dec_stddev: float = key(1.0, "std of the Gaussian decoder")
+    enc_dense_layers: int = key(3, "dense layers per level above 0 in the encoder")
+    enc_dense_embed_size: int = key(1000, "hidden width of those dense layers")
+    cell_type: str = key("RSSMCell", "the cell of every level (cwvae.CELLS): RSSMCell, the official code's")
+    cell_stoch_size: int = key(20, "stochastic state size")
+    cell_deter_size: int = key(200, "GRU (deterministic) state size")
+    cell_embed_size: int = key(200, "hidden width in the prior/posterior nets")
+    cell_min_stddev: float = key(1e-4, "added to every stddev")
+    cell_mean_only: bool = key(False, "sample := mean (no sampling noise)")
+    cell_reset_state: bool = key(False, "reset the stochastic sample at each parent tick (VTA-like)")
+    use_obs: str | None = key(None, "per level, whether the posterior sees observations ('TTF'); null: all")
+    channels_mult: int = key(1, "width multiplier of the encoder/decoder convs")
+    filters: int = key(32, "base conv width")
+    conv_impl: str = key("auto", "auto: xla on GPU/TPU, onednn (else blocks) on CPU; xla, blocks or onednn")
+    precision: str = key("float32", "conv dtype: float32 or bfloat16 (GPU/TPU); params and dense layers stay float32")
     # --- data ------------------------------------------------------------------
-    dataset: str = "mmnist"  # mmnist, mazes or minerl
-    data_source: str = "generated"  # generated (offline stand-in) or paper (the paper's archives)
-    num_gen_train: int = 1000  # generated source: training videos
-    num_gen_test: int = 100  # generated source: test videos
-    seq_len: int = 100  # training sequence length (frames)
-    eval_seq_len: int = 1000  # evaluation sequence length (frames)
-    channels: int = 1  # frame channels: 1 for mmnist, 3 otherwise
+    dataset: str = key("mmnist", "a dataset of dataspec.py: mmnist, mazes or minerl")
+    data_source: str = key("generated", "generated (offline stand-in) or paper (the paper's archives)")
+    num_gen_train: int = key(1000, "generated source: training videos")
+    num_gen_test: int = key(100, "generated source: test videos")
+    seq_len: int = key(100, "training sequence length (frames)")
+    eval_seq_len: int = key(1000, "evaluation sequence length (frames)")
+    channels: int = key(1, "frame channels: 1 for mmnist, 3 otherwise")
     # --- optimisation ----------------------------------------------------------
-    lr: float = 3e-4  # Adam learning rate (Adam eps 1e-4)
-    adam: str = "keras"  # keras: the official code's (Keras legacy) Adam; optax: optax.adam (eps after bias correction)
-    batch_size: int = 50  # global batch, split over all devices
-    num_epochs: int = 300  # passes over the training split
-    max_steps: int | None = None  # stop after this many steps (demos, benchmarks); null: no bound
-    clip_grad_norm_by: float = 10000.0  # global-norm gradient clipping
-    beta: float | list | None = None  # KL weight: one number or one per level; null: 1
-    free_nats: float | None = None  # KL per level is max(0, KL - free_nats)
-    kl_grad_post_perc: float | None = None  # KL balancing: share of the KL gradient to the posterior
-    seed: int | None = None  # one seed fixes the whole run; null: drawn once and saved
+    lr: float = key(3e-4, "Adam learning rate (Adam eps 1e-4)")
+    adam: str = key("keras", "keras: the official code's (Keras legacy) Adam; optax: optax.adam (eps after bias fix)")
+    batch_size: int = key(50, "global batch, split over all devices")
+    num_epochs: int = key(300, "passes over the training split")
+    max_steps: int | None = key(None, "stop after this many steps (demos, benchmarks); null: no bound")
+    clip_grad_norm_by: float = key(10000.0, "global-norm gradient clipping")
+    beta: float | list | None = key(None, "KL weight: one number or one per level; null: 1")
+    free_nats: float | None = key(None, "KL per level is max(0, KL - free_nats)")
+    kl_grad_post_perc: float | None = key(None, "KL balancing: share of the KL gradient to the posterior")
+    seed: int | None = key(None, "one seed fixes the whole run; null: drawn once and saved")
     # --- summaries and checkpoints ---------------------------------------------
-    open_loop_ctx: int = 36  # context frames before open-loop prediction
-    num_val_batches: int = 1  # validation batches per summary
-    val_seq_len: int | None = None  # clip length of training-time validation; null: eval_seq_len
-    save_gifs: bool = True  # log open-loop prediction videos
-    save_scalars_every: int = 1000  # steps between scalar summaries
-    save_gifs_every: int = 1000  # steps between video summaries
-    save_model_every: int = 1000  # steps between (latest) checkpoints
-    save_named_model_every: int = 5000  # steps between permanent checkpoints
-    wandb_project: str = "cwvae"  # wandb project
-    wandb_mode: str | None = None  # online, offline or disabled; null: $WANDB_MODE, else offline without an API key
-    progress: bool = True  # show a tqdm progress bar
+    open_loop_ctx: int = key(36, "context frames before open-loop prediction")
+    num_val_batches: int = key(1, "validation batches per summary")
+    val_seq_len: int | None = key(None, "clip length of training-time validation; null: eval_seq_len")
+    save_gifs: bool = key(True, "log open-loop prediction videos")
+    save_scalars_every: int = key(1000, "steps between scalar summaries")
+    save_gifs_every: int = key(1000, "steps between video summaries")
+    save_model_every: int = key(1000, "steps between (latest) checkpoints")
+    save_named_model_every: int = key(5000, "steps between permanent checkpoints")
+    wandb_project: str = key("cwvae", "wandb project")
+    wandb_mode: str | None = key(None, "online, offline or disabled; null: $WANDB_MODE, else offline without API key")
+    progress: bool = key(True, "show a tqdm progress bar")
     # --- evaluation ------------------------------------------------------------
-    num_examples: int = 100  # eval: test videos
-    num_samples: int = 1  # eval: samples per video
-    eval_batch_size: int = 10  # eval: videos per compiled rollout batch
-    no_save_grid: bool = False  # eval: skip PNG grids
-    ssim_data_range: float = 2.0  # SSIM data range; 2.0 reproduces the official protocol, 1.0 is usual
-    fvd: bool = False  # eval: also compute FVD with I3D (slow on CPU)
+    num_examples: int = key(100, "eval: test videos")
+    num_samples: int = key(1, "eval: samples per video")
+    eval_batch_size: int = key(10, "eval: videos per compiled rollout batch")
+    no_save_grid: bool = key(False, "eval: skip PNG grids")
+    ssim_data_range: float = key(2.0, "SSIM data range; 2.0 reproduces the official protocol, 1.0 is usual")
+    fvd: bool = key(False, "eval: also compute FVD with I3D (slow on CPU)")
 
     # --- derived ---------------------------------------------------------------
     def use_obs_per_level(self) -> list[bool]:
@@ -128,8 +123,13 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def result_keys(self) -> dict[str, Any]:
-        """The keys that change what the run learns (every key but the output-only ones)."""
-        return {k: v for k, v in self.to_dict().items() if k not in OUTPUT_ONLY}
+        """The keys that change what the run learns (every key but the output-only ones; a key added
+        after runs were made only when it differs from its default, so their folder names stay)."""
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in OUTPUT_ONLY and not (k in ADDED_LATER and v == FIELDS[k].default)
+        }
 
     def run_name_prefix(self) -> str:
         """The readable part of the run folder's name: the main keys."""
@@ -153,6 +153,9 @@ class Config:
     def default_run_name(self) -> str:
         return f"{self.run_name_prefix()}_{self.run_hash()}"
 
+
+# Result-changing keys added after the first runs: in a run's identity only when not at their default.
+ADDED_LATER = frozenset({"cell_type"})
 
 # Keys that do not change what a run learns: where files go, how often to save or log, how
 # validation and evaluation are done. They are left out of the run's identity and may change on resume.
@@ -189,24 +192,12 @@ OUTPUT_ONLY = frozenset(
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-DATASETS = ("mmnist", "mazes", "minerl")
+DATASETS = tuple(dataspec.DATASETS)
 DATA_SOURCES = ("generated", "paper")
 PRECISIONS = ("float32", "bfloat16")
 ADAMS = ("keras", "optax")
 CONV_IMPLS = ("auto", "xla", "blocks", "onednn")
 WANDB_MODES = ("online", "offline", "disabled")
-
-
-def _comments() -> dict[str, str]:
-    """The one-line doc of each key: its comment in the dataclass source."""
-    import inspect
-
-    docs = {}
-    for line in inspect.getsource(Config).splitlines():
-        name, _, rest = line.strip().partition(":")
-        if name in FIELDS and "#" in rest:
-            docs[name] = rest.split("#", 1)[1].strip()
-    return docs
 
 
 def _suggest(key: str) -> str:
@@ -243,7 +234,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     raise ConfigError(f"{source}: key '{key}' got {value!r} ({type(value).__name__}); expected {_type_name(tp)}")
 
 
-def _parse_cli(argv: list[str]) -> dict[str, str]:
+def parse_cli(argv: list[str]) -> dict[str, str]:
     """`--key value` and `--key=value` pairs; a bare flag before another flag (or at the end) means true."""
     out, i = {}, 0
     while i < len(argv):
@@ -322,6 +313,9 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
     check(c.precision in PRECISIONS, f"key 'precision' got {c.precision!r}; valid: {', '.join(PRECISIONS)}")
     check(c.adam in ADAMS, f"key 'adam' got {c.adam!r}; valid: {', '.join(ADAMS)}")
     check(c.conv_impl in CONV_IMPLS, f"key 'conv_impl' got {c.conv_impl!r}; valid: {', '.join(CONV_IMPLS)}")
+    import cwvae  # the cell registry (imported here: the model imports this module)
+
+    check(c.cell_type in cwvae.CELLS, f"key 'cell_type' got {c.cell_type!r}; valid: {', '.join(cwvae.CELLS)}")
     if c.run_name is not None:
         check(
             c.run_name not in ("", ".", "..") and "/" not in c.run_name and "\\" not in c.run_name,
@@ -356,6 +350,10 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
         check(getattr(c, key) >= 1, f"key '{key}' got {getattr(c, key)}; must be >= 1")
     check(c.seq_len >= 1, f"key 'seq_len' got {c.seq_len}; must be >= 1")
     check(c.channels in (1, 3), f"key 'channels' got {c.channels}; valid: 1 or 3")
+    check(
+        c.seed is None or 0 <= c.seed < 2**32,
+        f"key 'seed' got {c.seed}; must be an integer in [0, 2**32) = [0, {2**32 - 1}] or null (drawn and saved)",
+    )
     check(c.max_steps is None or c.max_steps >= 0, f"key 'max_steps' got {c.max_steps}; must be >= 0 or null")
     check(c.lr > 0, f"key 'lr' got {c.lr}; must be > 0")
     check(c.dec_stddev > 0, f"key 'dec_stddev' got {c.dec_stddev}; must be > 0")
@@ -396,13 +394,12 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
 
 
 def help_text() -> str:
-    docs = _comments()
     lines = [
         "Every key can be set as --key value or --key=value (priority: defaults < --config YAML < CLI < wandb).",
         "",
     ]
     for name, f in FIELDS.items():
-        lines.append(f"  --{name:<24} {docs.get(name, '')} [default: {f.default!r}]")
+        lines.append(f"  --{name:<24} {f.metadata['doc']} [default: {f.default!r}]")
     return "\n".join(lines)
 
 
@@ -412,43 +409,12 @@ def parse(argv: list[str] | None = None, num_devices: int | None = None) -> Conf
     if "-h" in argv or "--help" in argv:
         print(help_text())
         raise SystemExit(0)
-    cli = _parse_cli(argv)
+    cli = parse_cli(argv)
     config = Config()
     if "config" in cli:
         config = apply(config, load_yaml(cli["config"]), f"config file '{cli['config']}'")
     config = apply(config, cli, "command line")
     return validate(config, num_devices)
-
-
-def find_run_dir(path: str) -> pathlib.Path:
-    """The experiment folder (holding config.yml) of a checkpoint folder or of itself."""
-    p = pathlib.Path(path)
-    if not p.exists():
-        raise ConfigError(f"key 'logdir' got '{path}', which does not exist; pass an experiment or checkpoint folder")
-    for candidate in (p, *p.parents[:3]):
-        if (candidate / "config.yml").is_file():
-            return candidate
-    raise ConfigError(f"key 'logdir' got '{path}': no config.yml in it or the folders above; pass a run's folder")
-
-
-def parse_saved(
-    argv: list[str] | None = None, num_devices: int | None = None
-) -> tuple[Config, pathlib.Path, pathlib.Path]:
-    """For eval: the run's saved config.yml (found from --logdir) < the command line.
-    Returns the config, the run's folder and the folder --logdir named."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "-h" in argv or "--help" in argv:
-        print("python eval.py --logdir <experiment or checkpoint folder> [--key value ...]\n\n" + help_text())
-        raise SystemExit(0)
-    cli = _parse_cli(argv)
-    if "logdir" not in cli:
-        raise ConfigError("key 'logdir' is required: pass --logdir <experiment or checkpoint folder>")
-    target = cli.pop("logdir")
-    run_dir = find_run_dir(target)
-    saved = str(run_dir / "config.yml")
-    config = apply(Config(), load_yaml(saved), f"config file '{saved}'")
-    config = apply(config, cli, "command line")
-    return validate(config, num_devices), run_dir, pathlib.Path(target)
 
 
 def with_wandb(config: Config, run_config: dict[str, Any], num_devices: int | None = None) -> Config:
@@ -465,30 +431,3 @@ def resolve_seed(config: Config) -> Config:
     if config.seed is not None:
         return config
     return dataclasses.replace(config, seed=secrets.randbelow(2**31))
-
-
-def resolve_wandb_mode(config: Config) -> Config:
-    """The wandb mode: the key, else $WANDB_MODE, else online with an API key and offline without."""
-    if config.wandb_mode is not None:
-        return config
-    mode = os.environ.get("WANDB_MODE")
-    if mode not in WANDB_MODES:
-        has_key = bool(os.environ.get("WANDB_API_KEY")) or (pathlib.Path.home() / ".netrc").exists()
-        mode = "online" if has_key else "offline"
-    return dataclasses.replace(config, wandb_mode=mode)
-
-
-def main_guard(fn):
-    """Run `fn()`; a UserError becomes one line on stderr and exit code 2; a closed stdout
-    (``python train.py --help | head``) ends quietly."""
-    try:
-        return fn()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        # No echoes at exit: from writer threads, and orbax's abandoned reads ("coroutine ... was never awaited").
-        threading.excepthook = sys.unraisablehook = lambda *args: None
-        warnings.simplefilter("ignore")
-        raise SystemExit(2) from None
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        raise SystemExit(1) from None

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cnns import GLOROT, Decoder, Encoder, conv_feature_size
-from config import Config
+from cnns import GLOROT, Decoder, Encoder
 
 STDDEV_SHIFT = 0.54  # added to the hidden layer before the stddev head, as in the official code
 
@@ -67,17 +66,76 @@ class Clock:
         return (t % self.factor != 0).astype(jnp.float32)[:, None, None]
 
 
-class LossOptions(NamedTuple):
-    """The config keys the loss reads (hashable, so compiled steps can be cached per model)."""
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The keys that define the model's function: architecture, loss and precision; frozen and
+    hashable, so compiled steps are cached per model. Built from a run's config by `from_config`;
+    nothing else of the run (paths, logging, evaluation choices, the conv kernels) reaches the model."""
 
-    dec_stddev: float
-    betas: tuple[float, ...]
-    free_nats: float | None
-    kl_grad_post_perc: float | None
+    levels: int = 3  # levels of the hierarchy
+    tmp_abs_factor: int = 6  # clock factor k: level l ticks once every k**l frames
+    frame_size: int = 64  # frames are frame_size x frame_size pixels
+    channels: int = 1  # frame channels
+    filters: int = 32  # base conv width
+    channels_mult: int = 1  # width multiplier of the convs
+    enc_dense_layers: int = 3  # dense layers per level above 0 in the encoder
+    enc_dense_embed_size: int = 1000  # their hidden width
+    cell_type: str = "RSSMCell"  # the cell of every level, a key of CELLS
+    cell_stoch_size: int = 20  # stochastic state size
+    cell_deter_size: int = 200  # deterministic (GRU) state size
+    cell_embed_size: int = 200  # hidden width of the prior and posterior nets
+    cell_min_stddev: float = 1e-4  # added to every stddev
+    cell_mean_only: bool = False  # sample := mean
+    cell_reset_state: bool = False  # reset the stochastic sample at each parent tick
+    precision: str = "float32"  # dtype of the convolutions
+    dec_stddev: float = 1.0  # std of the Gaussian decoder
+    betas: tuple[float, ...] = (1.0, 1.0, 1.0)  # KL weight per level (level 0 first)
+    free_nats: float | None = None  # KL per level is max(0, KL - free_nats)
+    kl_grad_post_perc: float | None = None  # KL balancing: share of the KL gradient to the posterior
 
     @classmethod
-    def from_config(cls, config: Config) -> LossOptions:
-        return cls(config.dec_stddev, tuple(config.beta_per_level()), config.free_nats, config.kl_grad_post_perc)
+    def from_config(cls, config: Any) -> ModelConfig:
+        """The model's keys of a run's config (config.Config); the frame size from its dataset."""
+        import dataspec  # the dataset registry (frame sizes)
+
+        names = {f.name for f in dataclasses.fields(cls)} - {"frame_size", "betas"}
+        return cls(
+            frame_size=dataspec.get(config.dataset).frame_size,
+            betas=tuple(config.beta_per_level()),
+            **{name: getattr(config, name) for name in names},
+        )
+
+
+class Cell(Protocol):
+    """What the hierarchy and the loss ask of a level's cell; `CELLS` maps config key `cell_type` to
+    a class. A state is any pytree of (B, ...) arrays; a sequence of states stacks them as (B, T, ...).
+    Every level gets its own cell of the same type; the context of level l is the output of level
+    l + 1 (zeros at the top), the observation its inputs from the encoder.
+
+        __init__(config: ModelConfig, context_size: int, obs_size: int, *, rngs)
+        output_size(config) -> int        (class method) width of `output`, the same at every level
+        initial_state(batch) -> state     the state before the first step
+        unroll(obs, context, keep, initial, key) -> (priors, posteriors)
+            obs (B, T, obs_size) or None (predict from the prior alone), context (B, T, context_size),
+            keep (T, 1, 1): 1, or 0 where the clockwork resets the state (cell_reset_state);
+            the last posterior is the state after the sequence
+        output(states) -> (B, T, output_size)   what the level passes down (and level 0 decodes)
+        divergence(posteriors, priors) -> (B, T)   the loss's KL(posterior || prior) per step
+        log_terms(priors, posteriors) -> {name: (B, T)}   logged per level as name/levelL
+    """
+
+    @classmethod
+    def output_size(cls, config: ModelConfig) -> int: ...
+
+    def initial_state(self, batch: int) -> Any: ...
+
+    def unroll(self, obs, context, keep, initial, key) -> tuple[Any, Any]: ...
+
+    def output(self, states) -> jax.Array: ...
+
+    def divergence(self, posteriors, priors) -> jax.Array: ...
+
+    def log_terms(self, priors, posteriors) -> dict[str, jax.Array]: ...
 
 
 class CellState(NamedTuple):
@@ -158,7 +216,7 @@ class RSSMCell(nnx.Module):
     """Recurrent state-space cell of one level: a prior from the previous state and the
     context, and a posterior from the prior's deterministic state and the observation."""
 
-    def __init__(self, config: Config, context_size: int, obs_size: int, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, context_size: int, obs_size: int, *, rngs: nnx.Rngs):
         s, d, e = config.cell_stoch_size, config.cell_deter_size, config.cell_embed_size
         self.stoch, self.deter = s, d
         self.min_stddev = config.cell_min_stddev
@@ -238,35 +296,55 @@ class RSSMCell(nnx.Module):
         to_bt = lambda s: CellState(*(jnp.swapaxes(v, 0, 1) for v in s))  # noqa: E731
         return to_bt(priors), to_bt(posts)
 
+    @classmethod
+    def output_size(cls, config: ModelConfig) -> int:
+        return config.cell_stoch_size + config.cell_deter_size
 
-def last_step(states: CellState) -> CellState:
-    return CellState(*(v[:, -1] for v in states))
+    def initial_state(self, batch: int) -> CellState:
+        return zero_state(batch, self.stoch, self.deter)
+
+    def output(self, states: CellState) -> jax.Array:
+        return states.output
+
+    def divergence(self, posteriors: CellState, priors: CellState) -> jax.Array:
+        return gaussian_kl(posteriors.mean, posteriors.stddev, priors.mean, priors.stddev)
+
+    def log_terms(self, priors: CellState, posteriors: CellState) -> dict[str, jax.Array]:
+        return {
+            "entropy_prior": gaussian_entropy(priors.stddev),
+            "entropy_posterior": gaussian_entropy(posteriors.stddev),
+        }
+
+
+CELLS: dict[str, type[Cell]] = {"RSSMCell": RSSMCell}  # config key cell_type -> the class of every level
+
+
+def last_step(states):
+    """The last step of a sequence of states (B, T, ...) -> (B, ...)."""
+    return jax.tree.map(lambda v: v[:, -1], states)
 
 
 class CWVAE(nnx.Module):
-    """Encoder, one RSSM cell per level, decoder; the loss and open-loop prediction."""
+    """Encoder, one cell per level (cell_type: CELLS), decoder; the loss and open-loop prediction."""
 
-    def __init__(self, config: Config, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
         self.levels = config.levels
         self.clock = Clock(config.levels, config.tmp_abs_factor)
-        self.use_obs = tuple(config.use_obs_per_level())  # open-loop context only; training observes all levels
-        self.stoch, self.deter = config.cell_stoch_size, config.cell_deter_size
-        self.reset_state = config.cell_reset_state
-        self.loss_options = LossOptions.from_config(config)
-        state_size = config.cell_stoch_size + config.cell_deter_size
         self.encoder = Encoder(config, rngs=rngs)
-        feat = conv_feature_size(config)
-        self.cells = nnx.List([RSSMCell(config, state_size, feat, rngs=rngs) for _ in range(config.levels)])
-        self.decoder = Decoder(config, state_size, rngs=rngs)
+        cell = CELLS[config.cell_type]
+        width = cell.output_size(config)  # each level's output: the context of the level below
+        self.cells = nnx.List([cell(config, width, self.encoder.feature_size, rngs=rngs) for _ in range(config.levels)])
+        self.decoder = Decoder(config, width, rngs=rngs)
 
     def hierarchy(
         self,
         inputs: list[jax.Array],
         key: jax.Array,
-        use_obs: list[bool] | None = None,
-        initial: list[CellState] | None = None,
+        use_obs: tuple[bool, ...] | None = None,
+        initial: list | None = None,
         offset: int = 0,
-    ) -> tuple[list[CellState], list[CellState]]:
+    ) -> tuple[list, list]:
         """Unroll all levels from the top down. inputs[l] is (B, T_l, F) (zeros are fine where the
         level does not observe); use_obs[l] False makes level l's posterior its prior, and None
         observes every level (training). Returns priors and posteriors per level (level 0 first)."""
@@ -274,17 +352,17 @@ class CWVAE(nnx.Module):
         b = inputs[0].shape[0]
         priors, posts = [None] * self.levels, [None] * self.levels
         for level in reversed(range(self.levels)):
-            length = inputs[level].shape[1]
-            if level == self.levels - 1:
-                context = jnp.zeros((b, length, self.stoch + self.deter))  # the top level has no parent
+            cell, length = self.cells[level], inputs[level].shape[1]
+            if level == self.levels - 1:  # the top level has no parent
+                context = jnp.zeros((b, length, type(cell).output_size(self.config)))
             else:
-                context = self.clock.repeat(posts[level + 1].output, length)
+                context = self.clock.repeat(self.cells[level + 1].output(posts[level + 1]), length)
             first_step = offset // self.clock.factor**level
-            priors[level], posts[level] = self.cells[level].unroll(
+            priors[level], posts[level] = cell.unroll(
                 inputs[level] if use_obs[level] else None,
                 context,
-                self.clock.keep_mask(level, length, first_step, self.reset_state),
-                initial[level] if initial else zero_state(b, self.stoch, self.deter),
+                self.clock.keep_mask(level, length, first_step, self.config.cell_reset_state),
+                initial[level] if initial else cell.initial_state(b),
                 jax.random.fold_in(key, level),
             )
         return priors, posts
@@ -293,15 +371,15 @@ class CWVAE(nnx.Module):
         """Frames (B, T, H, W, C) -> each level's inputs (B, ceil(T / k**l), F)."""
         return [self.clock.merge(f, level) for level, f in enumerate(self.encoder(obs))]
 
-    def __call__(self, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, list[CellState], list[CellState]]:
+    def __call__(self, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, list, list]:
         """Frames (B, T, H, W, C) in [0, 1] -> decoded means (B, T, H, W, C), priors, posteriors."""
         priors, posts = self.hierarchy(self.encode(obs), key)
-        return self.decoder(posts[0].output), priors, posts
+        return self.decoder(self.cells[0].output(posts[0])), priors, posts
 
     def loss(self, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Negative ELBO per frame and its named terms (see `elbo_terms`)."""
         decoded, priors, posts = self(obs, key)
-        return elbo_terms(self.loss_options, obs, decoded, priors, posts)
+        return elbo_terms(self.config, self.cells, obs, decoded, priors, posts)
 
     def decode_chunked(self, states: jax.Array, chunk: int) -> jax.Array:
         """Decode (B, T, D) -> (B, T, H, W, C) `chunk` frames per video at a time, so that
@@ -312,23 +390,30 @@ class CWVAE(nnx.Module):
         frames = jax.lax.map(self.decoder, jnp.swapaxes(x, 0, 1))
         return jnp.swapaxes(frames, 0, 1).reshape(b, n * chunk, *frames.shape[3:])[:, :t]
 
-    def open_loop(self, obs: jax.Array, key: jax.Array, context_frames: int, chunk: int = 100) -> jax.Array:
-        """Observe the first `context_frames` frames of obs (B, T, H, W, C) at the levels the config's
-        use_obs names (all when null), then predict the rest from the priors alone. Returns predicted
-        frame means (B, T - context_frames, H, W, C)."""
+    def open_loop(
+        self,
+        obs: jax.Array,
+        key: jax.Array,
+        context_frames: int,
+        use_obs: tuple[bool, ...] | None = None,
+        chunk: int = 100,
+    ) -> jax.Array:
+        """Observe the first `context_frames` frames of obs (B, T, H, W, C) at the levels `use_obs`
+        names (level 0 first; None: all), then predict the rest from the priors alone. Returns
+        predicted frame means (B, T - context_frames, H, W, C)."""
         t = obs.shape[1]
         assert 0 < context_frames < t, f"context_frames {context_frames} must be in (0, {t})"
         top = self.clock.factor ** (self.levels - 1)
         assert context_frames % top == 0, f"context_frames {context_frames} must divide by k**(levels-1) = {top}"
         inputs = self.encode(obs[:, :context_frames])
         key_ctx, key_pred = jax.random.split(key)
-        _, posts = self.hierarchy(inputs, key_ctx, list(self.use_obs))
+        _, posts = self.hierarchy(inputs, key_ctx, use_obs)
         last = [last_step(p) for p in posts]
         totals = self.clock.lengths(t)
         lengths = [total - inp.shape[1] for total, inp in zip(totals, inputs)]
         blank = [jnp.zeros((obs.shape[0], n, inp.shape[-1])) for n, inp in zip(lengths, inputs)]
-        priors, _ = self.hierarchy(blank, key_pred, [False] * self.levels, last, offset=context_frames)
-        return self.decode_chunked(priors[0].output, chunk)
+        priors, _ = self.hierarchy(blank, key_pred, (False,) * self.levels, last, offset=context_frames)
+        return self.decode_chunked(self.cells[0].output(priors[0]), chunk)
 
 
 def batch_mean_time_sum(x: jax.Array) -> jax.Array:
@@ -337,41 +422,43 @@ def batch_mean_time_sum(x: jax.Array) -> jax.Array:
 
 
 def elbo_terms(
-    options: LossOptions, obs: jax.Array, decoded: jax.Array, priors: list[CellState], posts: list[CellState]
+    config: ModelConfig, cells, obs: jax.Array, decoded: jax.Array, priors: list, posts: list
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """loss = (NLL + sum_l KL_l) / T with beta, free_nats and KL balancing as configured.
-    Returns (loss, metrics) with loss, nll_term, kl_term and per level the KL and the prior and
-    posterior entropies, each summed over the level's steps and averaged over the batch (the
-    official summaries' avg_kl_prior_posterior, avg_entropy_prior, avg_entropy_posterior)."""
+    """loss = (NLL + sum_l KL_l) / T with beta, free_nats and KL balancing as configured; each level's
+    KL is its cell's `divergence`. Returns (loss, metrics) with loss, nll_term, kl_term and per level
+    the KL and the cell's `log_terms` (for the RSSM cell the prior and posterior entropies), each summed
+    over the level's steps and averaged over the batch (the official summaries' avg_kl_prior_posterior,
+    avg_entropy_prior, avg_entropy_posterior)."""
     assert obs.shape == decoded.shape, f"obs {obs.shape} vs decoded {decoded.shape}"
     b, t = obs.shape[:2]
-    std = options.dec_stddev
+    std = config.dec_stddev
     sq = jnp.square((obs - decoded) / std).reshape(b, t, -1)
     # the constant added once per frame, not per pixel: XLA:CPU's reduction of (sq + c) ran 7x slower
     nll_bt = 0.5 * (jnp.sum(sq, -1) + sq.shape[-1] * jnp.log(2 * jnp.pi * std**2))
     nll = batch_mean_time_sum(nll_bt)
     metrics, kl_total = {}, 0.0
-    sg = jax.lax.stop_gradient
-    for level, (prior, post, beta) in enumerate(zip(priors, posts, options.betas)):
-        kl_bt = gaussian_kl(post.mean, post.stddev, prior.mean, prior.stddev)
-        p = options.kl_grad_post_perc
+    sg = lambda tree: jax.tree.map(jax.lax.stop_gradient, tree)  # noqa: E731
+    for level, (cell, prior, post, beta) in enumerate(zip(cells, priors, posts, config.betas)):
+        kl_bt = cell.divergence(post, prior)
+        p = config.kl_grad_post_perc
         if p is None:
             kl = batch_mean_time_sum(kl_bt)
         else:  # (1 - p) KL(sg(q) || p) + max(1, p KL(q || sg(p))), as the official code (on copies)
-            to_prior = gaussian_kl(sg(post.mean), sg(post.stddev), prior.mean, prior.stddev)
-            to_post = gaussian_kl(post.mean, post.stddev, sg(prior.mean), sg(prior.stddev))
+            to_prior = cell.divergence(sg(post), prior)
+            to_post = cell.divergence(post, sg(prior))
             kl = (1 - p) * batch_mean_time_sum(to_prior) + jnp.maximum(1.0, p * batch_mean_time_sum(to_post))
-        if options.free_nats is not None:
-            kl = jnp.maximum(0.0, kl - options.free_nats)
+        if config.free_nats is not None:
+            kl = jnp.maximum(0.0, kl - config.free_nats)
         kl_total = kl_total + beta * kl
         metrics[f"kl/level{level}"] = batch_mean_time_sum(kl_bt)
-        metrics[f"entropy_prior/level{level}"] = batch_mean_time_sum(gaussian_entropy(prior.stddev))
-        metrics[f"entropy_posterior/level{level}"] = batch_mean_time_sum(gaussian_entropy(post.stddev))
+        for name, value in cell.log_terms(prior, post).items():
+            metrics[f"{name}/level{level}"] = batch_mean_time_sum(value)
     loss = (nll + kl_total) / t
     metrics.update(loss=loss, nll_term=nll / t, kl_term=kl_total / t)
     return loss, metrics
 
 
 def count_params(model: nnx.Module) -> int:
-    """Trained parameters; equal to the official model's count (SPEC.md's reference figures)."""
+    """Trained parameters: with the RSSM cell, equal to the official model's count (mmnist 12,466,817,
+    mazes 12,470,147, minerl 34,396,627)."""
     return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -29,8 +29,9 @@ import numpy as np
 from absl import logging as absl_logging
 
 import builders
+import dataspec
 import generators
-from config import DataError
+from errors import DataError
 
 # ----------------------------------------------------------------------------------------------
 # One interface over both sources, and the grain loaders
@@ -62,21 +63,12 @@ class Videos:
 
 
 def _check_config(config: Any, split: str) -> None:
-    if config.dataset not in builders.ARCHIVES:
-        raise DataError(f"key 'dataset' got {config.dataset!r}; valid: {', '.join(builders.ARCHIVES)}")
-    if config.data_source not in ("generated", "paper"):
-        raise DataError(f"key 'data_source' got {config.data_source!r}; valid: generated, paper")
+    """What the config's validation cannot know: the split asked for and the dataset's own channels."""
     if split not in ("train", "test"):
         raise DataError(f"split {split!r} is not valid; valid: train, test")
-    channels = builders.ARCHIVES[config.dataset].channels
+    channels = dataspec.get(config.dataset).channels
     if config.channels != channels:
         raise DataError(f"key 'channels' got {config.channels}; dataset '{config.dataset}' has {channels}")
-    if config.data_source == "generated" and config.dataset not in generators.GENERATORS:
-        archive = builders.ARCHIVES[config.dataset]
-        raise DataError(
-            f"dataset '{config.dataset}' has no generated stand-in (generated: {', '.join(generators.GENERATORS)}); "
-            f"set data_source: paper and put {archive.name}.zip in {builders.manual_dir(config)}"
-        )
 
 
 def check_source(config: Any) -> None:
@@ -109,13 +101,14 @@ def describe_source(config: Any) -> str:
     """One line saying which data a run uses, for logs (nothing is ever substituted silently)."""
     _check_config(config, "train")
     if config.data_source == "generated":
-        kind = {"mmnist": "Moving MNIST", "mazes": "maze walks", "minerl": "voxel-world walks"}[config.dataset]
+        kind = dataspec.get(config.dataset).description
         return (
             f"{config.dataset}: generated {kind} ({config.num_gen_train} train / {config.num_gen_test} test videos) "
             f"at {generators.generated_dir(config)}"
         )
-    archive = builders.ARCHIVES[config.dataset]
-    return f"{config.dataset}: paper archive {archive.name} ({archive.url}) prepared at {config.datadir}/{archive.name}"
+    archive = dataspec.get(config.dataset)
+    where = pathlib.Path(config.datadir) / archive.archive
+    return f"{config.dataset}: paper archive {archive.archive} ({archive.url}) prepared at {where}"
 
 
 class _Clips:
@@ -141,7 +134,13 @@ def _check_length(videos: Videos, seq_len: int, key: str) -> None:
 
 
 def _read_options(batch_size: int) -> grain.ReadOptions:
+    """Clips read ahead on several threads, for loaders that batch after reading."""
     return grain.ReadOptions(num_threads=max(4, os.cpu_count() or 1), prefetch_buffer_size=max(16, 2 * batch_size))
+
+
+# The train loader reads whole batches ahead: a few are enough to keep the step fed, and each is
+# batch_size clips, so that reading more would hold gigabytes for large batches.
+TRAIN_READ_AHEAD = grain.ReadOptions(num_threads=4, prefetch_buffer_size=4)
 
 
 def make_train_loader(
@@ -174,7 +173,7 @@ def make_train_loader(
     # Global batch s is clips [s*B, (s+1)*B) of the stream; process p reads its rows [p*b, (p+1)*b),
     # so the assembled batch equals a single process's, row for row (and so do the model's noises).
     ds = ds.batch(batch, drop_remainder=True)[index::count]
-    return iter(ds.to_iter_dataset(_read_options(batch)))
+    return iter(ds.to_iter_dataset(TRAIN_READ_AHEAD))
 
 
 def make_eval_loader(
@@ -208,6 +207,7 @@ def prepare(config: Any) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """python data.py prepare --config configs/<dataset>.yml [--key value ...]"""
+    import cli
     import config as cfg_lib
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
         print("usage: python data.py prepare --config configs/<dataset>.yml [--data_source paper] [--key value ...]")
         raise SystemExit(2)
     absl_logging.set_verbosity(absl_logging.ERROR)  # tfds and orbax info lines
-    cfg_lib.main_guard(lambda: prepare(cfg_lib.parse(argv[1:])))
+    cli.main_guard(lambda: prepare(cfg_lib.parse(argv[1:])))
 
 
 if __name__ == "__main__":

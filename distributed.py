@@ -30,7 +30,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from config import ConfigError
+from errors import ConfigError
 
 ENV_VARS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
@@ -113,11 +113,11 @@ def is_main() -> bool:
 
 
 def from_main(value: int) -> int:
-    """Process 0's value of a small int (|value| < 2**31) in every process, e.g. a seed drawn at
-    start-up (each process would draw its own). Every process must call it."""
+    """Process 0's value of an int in [0, 2**32) in every process, e.g. a seed drawn at start-up
+    (each process would draw its own). Every process must call it."""
     if jax.process_count() == 1:
         return value
-    return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+    return int(multihost_utils.broadcast_one_to_all(np.uint32(value)))
 
 
 def any_process(flag: bool) -> bool:

@@ -15,66 +15,110 @@ official code's files (same names and layout, arrays under the key arr_0):
     psnr_mean.npz, psnr_stddev.npz, psnr_range.png          sample's score
 
 and, beyond the official ones, sample<i>/prediction.gif (truth | prediction) and metrics.json.
+The folder is written as incomplete_eval_step<N>_<time> and renamed when every file is in it, so
+a folder named eval_step* is always a complete result; a stopped or failed evaluation removes it.
 """
 
 from __future__ import annotations
 
+import cli  # light (the standard library), for the line below
+
+if __name__ == "__main__":  # a Ctrl-C while the libraries below load: one line and exit 0
+    cli.stop_at_once_on_signal()
+
+import contextlib
 import json
 import os
 import pathlib
-import time
+import shutil
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 import numpy as np
 from absl import logging as absl_logging
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-import config as cfg_lib
 import data
 import distributed
 import hugepages
 import runs
 import steps
 import tools
-from config import Config, ConfigError
+from config import Config
+from errors import ConfigError, DataError
 from steps import Stream
 
-
-def checkpoint_step(target: pathlib.Path, run_dir: pathlib.Path) -> tuple[pathlib.Path, int | None]:
-    """The checkpoints folder and the step: a step folder names its step; otherwise the latest."""
-    if target.name.isdigit() and target.parent.name == "checkpoints":
-        return target.parent, int(target.name)
-    return run_dir / "checkpoints", None
+INCOMPLETE = "incomplete_"  # name prefix of an evaluation folder still being written
 
 
-def new_folder(path: pathlib.Path) -> pathlib.Path:
-    """Make `path`, or `path-2`, `path-3`, ... when an evaluation in the same second made it."""
-    for i in range(1, 1000):
-        candidate = path if i == 1 else path.with_name(f"{path.name}-{i}")
+def _names(path: pathlib.Path) -> Iterator[pathlib.Path]:
+    """`path`, then `path-2`, `path-3`, ... (for evaluations started in the same second)."""
+    yield path
+    for i in range(2, 1000):
+        yield path.with_name(f"{path.name}-{i}")
+
+
+def _reserve(path: pathlib.Path) -> pathlib.Path:
+    """The first free name of `path`, `path-2`, ... whose incomplete_ folder this call made. A name
+    is free while neither it nor its incomplete_ folder exists; the check after the mkdir sees an
+    evaluation that renamed its folder to that name just before, so no two take one name."""
+    for final in _names(path):
+        partial = final.with_name(INCOMPLETE + final.name)
         try:
-            candidate.mkdir(parents=True)
-            return candidate
+            partial.mkdir(parents=True)
         except FileExistsError:
             continue
+        if not final.exists():
+            return final
+        partial.rmdir()
     raise runs.RunError(f"cannot make a new evaluation folder next to {path}")
 
 
-def evaluate(config: Config, run_dir: pathlib.Path, target: pathlib.Path | None = None) -> pathlib.Path:
-    """Run the evaluation; returns the folder the outputs were written to."""
+@contextlib.contextmanager
+def new_folder(path: pathlib.Path) -> Iterator[tuple[pathlib.Path, pathlib.Path]]:
+    """(folder to write, final folder): the files go into incomplete_<name>, renamed to <name> (or
+    <name>-2, ... when an evaluation in the same second took it) when the block ends; a block that
+    stops or fails removes it. A process killed outright leaves it under its incomplete_ name, so
+    a folder named eval_step* is never a partial result."""
+    final = _reserve(path)
+    partial = final.with_name(INCOMPLETE + final.name)
+    try:
+        with cli.undone_on_stop(lambda: shutil.rmtree(partial, ignore_errors=True)):
+            yield partial, final
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    partial.rename(final)
+
+
+def evaluate(config: Config, run: runs.RunFolder, step: int | None = None) -> pathlib.Path:
+    """Evaluate checkpoint `step` of the run (None: the newest that restores); returns the folder the
+    outputs were written to."""
     data.check_source(config)
-    ckpt_dir, step = checkpoint_step(target or run_dir, run_dir)
-    if not ckpt_dir.is_dir():
-        raise ConfigError(f"no checkpoint in '{target or run_dir}': '{ckpt_dir}' does not exist; train first")
-    graphdef, params, step = runs.load_params(ckpt_dir, config, step)
-    loader = data.make_eval_loader(config, config.eval_seq_len, config.eval_batch_size, config.num_examples)
-    out_dir = new_folder(run_dir / f"eval_step{step}_{time.strftime('%Y%m%d-%H%M%S')}")
-    print(f"evaluating {ckpt_dir}/{step} on {data.describe_source(config)} -> {out_dir}")
-    rollout = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
+    graphdef, params, step = runs.load_params(run, config, step)
+    loader = data.make_eval_loader(
+        config, config.eval_seq_len, min(config.eval_batch_size, config.num_examples), config.num_examples
+    )
+    with new_folder(run.eval_dir(step)) as (out_dir, final):
+        print(f"evaluating {run.checkpoint(step)} on {data.describe_source(config)} -> {final}")
+        summary = write_results(out_dir, graphdef, params, loader, config, step)
+    print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=1))
+    return final
+
+
+def write_results(out_dir: pathlib.Path, graphdef, params, loader, config: Config, step: int) -> dict[str, Any]:
+    """Every example's files and the summary, in `out_dir`; returns the summary. Each batch is
+    split over the devices, the parameters replicated."""
+    mesh = steps.make_mesh()
+    params = jax.device_put(params, NamedSharding(mesh, P()))
+    rollout = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range, tuple(config.use_obs_per_level()))
     best_ssim, best_psnr, fvd_real, fvd_fake = [], [], [], []
     bar = tools.progress_bar(config.progress, config.num_examples, "video", "eval")
     for batch in loader:
         batch, first = np.asarray(batch), len(best_ssim)
-        preds, ssim, psnr = run_batch(rollout, params, batch, config, first)
+        preds, ssim, psnr = run_batch(rollout, params, batch, config, first, NamedSharding(mesh, P("data")))
         for i in range(len(batch)):
             scores = write_example(out_dir, first + i, batch[i], preds[i], ssim[i], psnr[i], config)
             best_ssim.append(scores[0])
@@ -87,24 +131,29 @@ def evaluate(config: Config, run_dir: pathlib.Path, target: pathlib.Path | None 
     if bar is not None:
         bar.close()
     if not best_ssim:
-        raise cfg_lib.DataError(f"{config.dataset} test: no videos to evaluate")
+        raise DataError(f"{config.dataset} test: no videos to evaluate")
     fvd = tools.fvd(np.concatenate(fvd_real), np.concatenate(fvd_fake)) if config.fvd else None
-    summary = write_summary(out_dir, np.stack(best_ssim), np.stack(best_psnr), config, step, fvd)
-    print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=1))
-    return out_dir
+    return write_summary(out_dir, np.stack(best_ssim), np.stack(best_psnr), config, step, fvd)
 
 
-def run_batch(rollout, params, batch: np.ndarray, config: Config, first: int):
+def run_batch(rollout, params, batch: np.ndarray, config: Config, first: int, sharding: NamedSharding):
     """Predictions (b, S, T', H, W, C) and per-frame scores (b, S, T') for num_samples samples
-    of each video; the batch is padded to eval_batch_size so every call has one shape."""
+    of each video. The b * S rollouts are split over the devices of `sharding`, padded with blank
+    videos only to a multiple of their count (a smaller last batch compiles once more)."""
     b, s = len(batch), config.num_samples
-    padded = np.concatenate([batch, np.zeros((config.eval_batch_size - b, *batch.shape[1:]), batch.dtype)])
-    videos = np.repeat(padded, s, axis=0)
-    base = steps.stream_key(config.seed or 0, Stream.EVAL)
-    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.arange(first * s, (first + len(padded)) * s))
-    pred, ssim, psnr = jax.device_get(rollout(params, videos, keys))
-    shape = (len(padded), s)
-    return (pred.reshape(*shape, *pred.shape[1:])[:b], ssim.reshape(*shape, -1)[:b], psnr.reshape(*shape, -1)[:b])
+    videos = np.repeat(batch, s, axis=0)
+    rows = -(-len(videos) // sharding.mesh.size) * sharding.mesh.size
+    if rows > len(videos):
+        videos = np.concatenate([videos, np.zeros((rows - len(videos), *videos.shape[1:]), videos.dtype)])
+    base = steps.stream_key(config.seed or 0, Stream.EVAL)  # video i's sample j: key (base, i * S + j)
+    keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.arange(first * s, first * s + rows))
+    pred, ssim, psnr = jax.device_get(rollout(params, *jax.device_put((videos, keys), sharding)))
+    shape = (b, s)
+    return (
+        pred[: b * s].reshape(*shape, *pred.shape[1:]),
+        ssim[: b * s].reshape(*shape, -1),
+        psnr[: b * s].reshape(*shape, -1),
+    )
 
 
 def _save_frames(folder: pathlib.Path, name: str, frames: np.ndarray, grid: bool) -> None:
@@ -175,17 +224,20 @@ def main(argv: list[str] | None = None) -> None:
 
     def run():
         if distributed.explicit_params(os.environ) or distributed.cluster_detected():
-            raise cfg_lib.ConfigError(
+            raise ConfigError(
                 "eval.py runs as one process (a checkpoint of any number of processes restores in one); "
                 f"launch it without {', '.join(distributed.ENV_VARS)}"
             )
-        config, run_dir, target = cfg_lib.parse_saved(argv, jax.device_count())
+        # No device count: evaluation pads its batches for the devices itself (training's batch_size is not used).
+        config, run, step = runs.load_run_config(argv)
+        also = f" or --num_samples ({config.num_samples}): a rollout runs eval_batch_size x num_samples videos"
         try:
-            evaluate(config, run_dir, target)
+            with cli.memory_bound_by("eval_batch_size", config.eval_batch_size, also):
+                evaluate(config, run, step)
         except OSError as e:  # a full disk or a read-only run folder: one line, exit 2
-            raise runs.RunError(runs.fs_message(e, f"write the evaluation in {run_dir}")) from None
+            raise runs.RunError(runs.fs_message(e, f"write the evaluation in {run.path}")) from None
 
-    cfg_lib.main_guard(run)
+    cli.main_guard(run, stopped="stopped by a signal; the unfinished evaluation was removed, rerun to evaluate")
 
 
 if __name__ == "__main__":

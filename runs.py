@@ -5,8 +5,10 @@ checkpoints and its wandb run. Training writes, and evaluation reads, one folder
         config.yml          the resolved config; a resume must match its result-changing keys
         wandb_id            the wandb run this folder belongs to (a resume continues it)
         lock                held by the training process (PID and host inside)
-        checkpoints/<step>/ orbax: params and optimizer state (state/), loader position (data/)
-        damaged_checkpoints/<step>/  checkpoints that did not restore, moved aside
+        checkpoints/<step>/ orbax: params and optimizer state (state/), loader positions (data/)
+        damaged_checkpoints/<step>-<time>/  checkpoints that did not restore, moved aside
+        videos/             training's prediction GIFs
+        eval_step<N>_<time>/  an evaluation (eval.py); incomplete_eval_... while it is written
 
 The run name is a readable prefix of the main keys plus a hash of every result-changing key
 (`Config.run_hash`), or --run_name, or under a wandb sweep the wandb run's id.
@@ -14,10 +16,13 @@ The run name is a readable prefix of the main keys plus a hash of every result-c
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import errno
 import fcntl
+import gc
+import logging
 import os
 import pathlib
 import re
@@ -28,6 +33,9 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import grain
@@ -39,16 +47,91 @@ from flax import nnx
 import config as cfg_lib
 import steps
 import tools
-from config import Config, ConfigError, UserError
+from config import WANDB_MODES, Config
+from errors import ConfigError, UserError
 
 
 class RunError(UserError):
     """A run folder or checkpoint problem (in use, damaged, disk full, read-only): one line."""
 
 
+@dataclasses.dataclass(frozen=True)
+class RunFolder:
+    """One experiment's folder and its layout (above); every path into it is spelled here."""
+
+    path: pathlib.Path
+
+    @classmethod
+    def of(cls, config: Config) -> RunFolder:
+        """logdir/dataset/<run name> of a named config (see name_run)."""
+        return cls(pathlib.Path(config.logdir) / config.dataset / (config.run_name or config.default_run_name()))
+
+    @classmethod
+    def find(cls, target: os.PathLike | str) -> tuple[RunFolder, int | None]:
+        """The run folder of `target` (the folder itself, a checkpoint or any folder below it, up to three
+        levels) and the checkpoint step `target` names (None: the newest)."""
+        p = pathlib.Path(target)
+        if not p.exists():
+            raise ConfigError(f"key 'logdir' got '{target}', which does not exist; pass a run or checkpoint folder")
+        for candidate in (p, *p.parents[:3]):
+            if (run := cls(candidate)).config_file.is_file():
+                named = p.name.isdigit() and p.parent == run.checkpoints
+                return run, int(p.name) if named else None
+        raise ConfigError(f"key 'logdir' got '{target}': no config.yml in it or the folders above; pass a run's folder")
+
+    config_file = property(lambda self: self.path / "config.yml")
+    wandb_id_file = property(lambda self: self.path / "wandb_id")
+    lock_file = property(lambda self: self.path / "lock")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    damaged = property(lambda self: self.path / "damaged_checkpoints")
+    videos = property(lambda self: self.path / "videos")
+
+    def checkpoint(self, step: int) -> pathlib.Path:
+        return self.checkpoints / str(step)
+
+    def state(self, step: int) -> pathlib.Path:
+        """The arrays of checkpoint `step`: params and optimizer state (orbax)."""
+        return self.checkpoint(step) / "state"
+
+    def data_position(self, step: int, process: int, count: int) -> pathlib.Path:
+        """Process `process` of `count`'s loader position in checkpoint `step` (grain)."""
+        return self.checkpoint(step) / "data" / f"process_{process}-of-{count}.json"
+
+    def eval_dir(self, step: int) -> pathlib.Path:
+        """A new evaluation's folder name: eval_step<step>_<time> (eval.py adds -2, -3, ... if taken)."""
+        return self.path / f"eval_step{step}_{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def complete_steps(self, skip: set[int] = frozenset()) -> list[int]:
+        """Finished checkpoint steps, newest first (orbax renames a folder to its step when complete)."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = (int(p.name) for p in self.checkpoints.iterdir() if p.name.isdigit())
+        return sorted((s for s in found if s not in skip), reverse=True)
+
+
+def load_run_config(
+    argv: list[str] | None = None, num_devices: int | None = None
+) -> tuple[Config, RunFolder, int | None]:
+    """For evaluation (eval.py, a notebook): the config saved in the run folder that --logdir names (a
+    run or checkpoint folder) < the rest of the command line. Returns the config, the run folder and
+    the checkpoint step --logdir named (None: the newest)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in argv or "--help" in argv:
+        print("python eval.py --logdir <experiment or checkpoint folder> [--key value ...]\n\n" + cfg_lib.help_text())
+        raise SystemExit(0)
+    cli = cfg_lib.parse_cli(argv)
+    if "logdir" not in cli:
+        raise ConfigError("key 'logdir' is required: pass --logdir <experiment or checkpoint folder>")
+    run, step = RunFolder.find(cli.pop("logdir"))
+    saved = str(run.config_file)
+    config = cfg_lib.apply(Config(), cfg_lib.load_yaml(saved), f"config file '{saved}'")
+    config = cfg_lib.apply(config, cli, "command line")
+    return cfg_lib.validate(config, num_devices), run, step
+
+
 def run_dir(config: Config) -> pathlib.Path:
     """logdir/dataset/<run name>: where checkpoints, config.yml and summaries live."""
-    return pathlib.Path(config.logdir) / config.dataset / (config.run_name or config.default_run_name())
+    return RunFolder.of(config).path
 
 
 def fs_error(e: BaseException, path: os.PathLike | str = "?") -> OSError | None:
@@ -83,7 +166,7 @@ def resume_config(config: Config) -> Config:
     """The config to run in the run's folder: a new folder draws the seed when none was given; an
     existing one must hold the same experiment (its saved result keys equal ours, the seed adopted
     when none was given), otherwise ConfigError lists the keys that differ."""
-    saved_path = run_dir(config) / "config.yml"
+    saved_path = RunFolder.of(config).config_file
     if not saved_path.exists():
         return cfg_lib.resolve_seed(config)
     saved = cfg_lib.apply(Config(), cfg_lib.load_yaml(str(saved_path)), f"config file '{saved_path}'")
@@ -104,7 +187,7 @@ class RunLock:
     the process ends (so a killed run leaves no stale lock). The file names the holder."""
 
     def __init__(self, folder: pathlib.Path):
-        self.path = folder / "lock"
+        self.path = RunFolder(folder).lock_file
         self._fd = None
 
     def __enter__(self) -> RunLock:
@@ -126,7 +209,7 @@ class RunLock:
 
 
 def write_config(config: Config) -> None:
-    tools.write_text(run_dir(config) / "config.yml", config.to_yaml())
+    tools.write_text(RunFolder.of(config).config_file, config.to_yaml())
 
 
 # --- wandb ----------------------------------------------------------------------------------------
@@ -136,11 +219,22 @@ def in_sweep() -> bool:
     return bool(os.environ.get("WANDB_SWEEP_ID"))
 
 
+def resolve_wandb_mode(config: Config) -> Config:
+    """The wandb mode: the key, else $WANDB_MODE, else online with an API key and offline without."""
+    if config.wandb_mode is not None:
+        return config
+    mode = os.environ.get("WANDB_MODE")
+    if mode not in WANDB_MODES:
+        has_key = bool(os.environ.get("WANDB_API_KEY")) or (pathlib.Path.home() / ".netrc").exists()
+        mode = "online" if has_key else "offline"
+    return dataclasses.replace(config, wandb_mode=mode)
+
+
 def init_wandb(config: Config, run_id: str | None = None):
     """A wandb run that never prompts, resumed when `run_id` names an earlier one."""
     import wandb
 
-    config = cfg_lib.resolve_wandb_mode(config)
+    config = resolve_wandb_mode(config)
     pathlib.Path(config.logdir).mkdir(parents=True, exist_ok=True)
     return wandb.init(
         project=config.wandb_project,
@@ -155,7 +249,7 @@ def init_wandb(config: Config, run_id: str | None = None):
 
 def wandb_id(config: Config) -> str:
     """The wandb run id kept in the run folder (made and saved on the first start)."""
-    path = run_dir(config) / "wandb_id"
+    path = RunFolder.of(config).wandb_id_file
     if path.exists():
         return path.read_text().strip()
     run_id = secrets.token_hex(4)  # wandb's ids are 8 lowercase letters and digits
@@ -176,7 +270,7 @@ def checkpoint_manager(folder: pathlib.Path, config: Config) -> ocp.CheckpointMa
         enable_async_checkpointing=False,
         cleanup_tmp_directories=True,
     )
-    return ocp.CheckpointManager(folder.absolute() / "checkpoints", options=options)
+    return ocp.CheckpointManager(RunFolder(folder.absolute()).checkpoints, options=options)
 
 
 def save_checkpoint(manager, step: int, params, opt_state, loader) -> None:
@@ -210,85 +304,211 @@ def _check_space(folder: pathlib.Path, tree, doing: str) -> None:
 
 @contextlib.contextmanager
 def quiet_orbax():
-    """orbax's worker threads print their own tracebacks (and log them) when a write or a read
-    fails, before the error reaches us; we report it once, in one line. What they print is held
-    back and shown only when the call succeeds."""
-    hook, level = threading.excepthook, absl_logging.get_verbosity()
-    threading.excepthook = lambda args: None
-    absl_logging.set_verbosity(absl_logging.FATAL)
+    """Hold back everything an orbax call writes to stderr, and show it only when the call succeeds.
+    When a read or a write fails, orbax's threads, tensorstore, the `asyncio` and absl loggers,
+    unraisable exceptions and warnings all report it before the error reaches us; we report it
+    once, in one line. Nothing of a failed call outlives the holding, so nothing of it is printed
+    later: its event loops end every read before they close, and its frames are freed inside."""
     sys.stderr.flush()
-    saved_fd, succeeded = os.dup(2), False
+    saved_fd = os.dup(2)
     with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
+        os.dup2(held.fileno(), 2)  # what tensorstore's C++ (or anything else) writes to fd 2
         try:
-            yield
-            succeeded = True
-        except BaseException:
-            time.sleep(1.0)  # the failed call's other reads and writes end (and print) in their threads
-            raise
+            with _python_output_into(held), _draining_loops():
+                try:
+                    yield
+                except Exception as e:
+                    _free_failed_call(e)
+                    raise
         finally:
-            sys.stderr.flush()
             os.dup2(saved_fd, 2)
             os.close(saved_fd)
-            threading.excepthook = hook
-            absl_logging.set_verbosity(level)
-            if succeeded:
-                held.seek(0)
-                sys.stderr.write(held.read().decode(errors="replace"))
+        held.seek(0)
+        replay = held.read().decode(errors="replace")
+    sys.stderr.write(replay)  # the call succeeded: what it printed was real output
 
 
-def _reason(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+@contextlib.contextmanager
+def _python_output_into(held):
+    """Send sys.stderr, the `asyncio` and absl loggers, unraisable exceptions, exceptions ending a
+    thread and warnings to the file `held` (from every thread) while the context lasts; orbax's own
+    absl info and warning lines are dropped, as outside it."""
+    text = open(os.dup(held.fileno()), "w", buffering=1, errors="backslashreplace")
+    handler = logging.StreamHandler(text)
+    handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
+    loggers = {logger: logger.propagate for logger in (logging.getLogger("asyncio"), absl_logging.get_absl_logger())}
+    saved = sys.stderr, sys.unraisablehook, threading.excepthook, absl_logging.get_verbosity()
+    sys.stderr, sys.unraisablehook, threading.excepthook = text, sys.__unraisablehook__, threading.__excepthook__
+    absl_logging.set_verbosity(absl_logging.FATAL)
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: text.write(
+                warnings.formatwarning(message, category, filename, lineno, line)
+            )
+            yield
+    finally:
+        for logger, propagate in loggers.items():
+            logger.removeHandler(handler)
+            logger.propagate = propagate
+        sys.stderr, sys.unraisablehook, threading.excepthook = saved[:3]
+        absl_logging.set_verbosity(saved[3])
+        text.close()
 
 
-def quarantine(folder: pathlib.Path, step: int) -> pathlib.Path:
+class _DrainingLoop(asyncio.SelectorEventLoop):
+    """An event loop that lets its tasks end before it closes. orbax runs each call in a new loop
+    and closes it as soon as the first read fails; the other reads went on in tensorstore's threads
+    and, at some later moment, reported that nobody awaited them ("Task exception was never
+    retrieved" with the whole TensorStore spec, "Event loop is closed")."""
+
+    WAIT_S = 10.0  # for the reads still running; then they are cancelled
+
+    def close(self) -> None:
+        if not self.is_running() and not self.is_closed():
+            self.run_until_complete(self._finish())
+        super().close()
+
+    async def _finish(self) -> None:
+        for _ in range(10):  # an ending task may start others
+            tasks = asyncio.all_tasks(self) - {asyncio.current_task()}
+            if not tasks:
+                break
+            _, late = await asyncio.wait(tasks, timeout=self.WAIT_S)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=self.WAIT_S)
+            for task in tasks:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: the error reached us through the first read
+            await asyncio.sleep(0)  # the callbacks of the ended tasks (orbax's gathers) run
+        await self.shutdown_asyncgens()
+        await self.shutdown_default_executor()
+
+
+class _DrainingPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return _DrainingLoop()
+
+
+@contextlib.contextmanager
+def _draining_loops():
+    """Every event loop made while the context lasts is a `_DrainingLoop`: orbax makes its loops
+    with asyncio.new_event_loop(), which asks the event loop policy."""
+    saved = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_DrainingPolicy())
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop_policy(saved)
+
+
+def _free_failed_call(e: BaseException) -> None:
+    """Free the frames of a failed call now: they hold the coroutines it made and never started
+    (reads of other arrays), which warn "coroutine ... was never awaited" when collected."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)  # the traceback itself stays (its lines)
+        e = e.__cause__ or e.__context__
+    gc.collect()
+
+
+_STATUS = re.compile(
+    r"\b(CANCELLED|UNKNOWN|INVALID_ARGUMENT|DEADLINE_EXCEEDED|NOT_FOUND|ALREADY_EXISTS|PERMISSION_DENIED|"
+    r"RESOURCE_EXHAUSTED|FAILED_PRECONDITION|ABORTED|OUT_OF_RANGE|UNIMPLEMENTED|INTERNAL|UNAVAILABLE|DATA_LOSS|"
+    r"UNAUTHENTICATED): .*"
+)
+
+
+def _reason(e: BaseException, limit: int = 300) -> str:
+    """Why a checkpoint does not restore, in one line: tensorstore's status (its code and message,
+    e.g. "OUT_OF_RANGE: Error reading "params.../0.0" in OCDBT database: Requested byte range [..)
+    is not valid for value of size ..") where the error's chain has one, else the error's message;
+    never the TensorStore spec orbax appends, nor the database's path (the caller names the
+    checkpoint)."""
+    chain = []
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    messages = [" ".join(str(x).split()) for x in chain]
+    status = next((m.group(0) for m in map(_STATUS.search, messages) if m), None)
+    text = status or messages[0] or type(chain[0]).__name__
+    text = re.split(r" See full TensorStore details| \[\w+='|<bound method", text)[0]
+    text = re.sub(r' at local file "[^"]*"', "", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def quarantine(run: RunFolder, step: int) -> pathlib.Path:
     """Move a checkpoint that does not restore out of checkpoints/ (kept for inspection)."""
-    target = folder / "damaged_checkpoints" / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+    target = run.damaged / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(folder / "checkpoints" / str(step)), str(target))
+    shutil.move(str(run.checkpoint(step)), str(target))
     return target
+
+
+def restore_with_fallback(run: RunFolder, read: Callable[[int], Any], step: int | None = None, set_aside=False):
+    """(step, read(step)) of checkpoint `step`, or of the newest checkpoint that restores; (None, None)
+    when there is none. Training and evaluation both restore through here.
+
+    A damaged checkpoint is a one-line RunError when the user named it, or with several processes
+    (they could not agree on which one to fall back to); otherwise one warning line and the next
+    older one is tried; with `set_aside` (training, which owns the folder) it is first moved to
+    damaged_checkpoints/. A checkpoint that disappears while it is read (a training run replacing
+    it) is not damaged: the new newest is read. A UserError of `read` (a checkpoint of another
+    model) ends it at once."""
+    skipped: set[int] = set()
+    for _ in range(20):  # a run saving every step can replace a few checkpoints while we read
+        candidates = [step] if step is not None else run.complete_steps(skipped)
+        if not candidates:
+            break
+        chosen = candidates[0]
+        try:
+            return chosen, read(chosen)
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 (orbax/tensorstore raise many types for damaged files)
+            if step is None and not run.checkpoint(chosen).exists():
+                continue
+            if step is not None or jax.process_count() > 1:
+                raise RunError(f"checkpoint '{run.checkpoint(chosen)}' does not restore: {_reason(e)}") from None
+            then = f"moved to {quarantine(run, chosen)}" if set_aside else "using an older one"
+            print(f"warning: checkpoint {chosen} does not restore ({_reason(e)}); {then}", file=sys.stderr)
+            skipped.add(chosen)
+    if skipped:
+        raise RunError(f"no checkpoint in '{run.checkpoints}' restores (damaged: {sorted(skipped)})")
+    return None, None
 
 
 def restore_latest(folder: pathlib.Path, config: Config, params, opt_state, loader):
     """(manager, step, params, opt_state) from the newest checkpoint that restores, the loader moved
-    to its position; step 0 and the given state when there is none. A damaged checkpoint is reported
-    in one line and moved to damaged_checkpoints/; if none restores, RunError. With several
-    processes a damaged checkpoint is a RunError: they could not agree on which one to fall back to."""
-    manager = checkpoint_manager(folder, config)
-    tried = []
-    for step in sorted(manager.all_steps(), reverse=True):
-        try:
-            check_shapes(folder / "checkpoints" / str(step) / "state", params)
-            return (manager, step, *_restore(manager, step, params, opt_state, loader))
-        except UserError:
-            raise
-        except Exception as e:  # noqa: BLE001 (orbax/tensorstore raise many types for damaged files)
-            if jax.process_count() > 1:
-                raise RunError(
-                    f"checkpoint {folder / 'checkpoints' / str(step)} does not restore: {_reason(e)}"
-                ) from None
-            manager.close()
-            moved = quarantine(folder, step)
-            print(f"warning: checkpoint {step} does not restore ({_reason(e)}); moved to {moved}", file=sys.stderr)
-            tried.append(step)
-            manager = checkpoint_manager(folder, config)
-    if tried:
-        raise RunError(f"no checkpoint of '{folder}' restores (tried steps {tried}); see damaged_checkpoints/")
-    return manager, 0, params, opt_state
+    to its position; step 0 and the given state when there is none (see restore_with_fallback)."""
+    run = RunFolder(folder.absolute())
+    manager = checkpoint_manager(run.path, config)
+
+    def read(step: int):
+        check_shapes(run.state(step), params)
+        return _restore(run, manager, step, params, opt_state, loader)
+
+    step, restored = restore_with_fallback(run, read, set_aside=True)
+    if run.complete_steps() != sorted(manager.all_steps(), reverse=True):  # a checkpoint was set aside
+        manager.close()
+        manager = checkpoint_manager(run.path, config)
+    return (manager, 0, params, opt_state) if step is None else (manager, step, *restored)
 
 
-def _restore(manager, step: int, params, opt_state, loader) -> tuple[Any, Any]:
+def _restore(run: RunFolder, manager, step: int, params, opt_state, loader) -> tuple[Any, Any]:
     """Restore into the structure (and shardings) of the given params and opt_state, and this
     process's loader position into `loader`; a run resumes with the process count that saved it."""
-    data_dir = pathlib.Path(manager.directory) / str(step) / "data"
-    if (data_dir / "metadata").exists():  # JsonSave's file: a checkpoint from before multi-process runs
-        raise RunError(f"checkpoint {data_dir.parent} keeps its loader position in the old format; start a new run")
-    if not (data_dir / f"process_{jax.process_index()}-of-{jax.process_count()}.json").exists():
-        saved = sorted(p.name for p in data_dir.glob("process_*-of-*.json"))
+    if not run.data_position(step, jax.process_index(), jax.process_count()).exists():
+        saved = sorted(p.name for p in run.data_position(step, 0, 1).parent.glob("process_*-of-*.json"))
         if saved:  # written by another number of processes
             count = saved[0].rsplit("-of-", 1)[1].removesuffix(".json")
             raise RunError(
-                f"checkpoint {data_dir.parent} was written by {count} processes; resume it with {count} "
+                f"checkpoint {run.checkpoint(step)} was written by {count} processes; resume it with {count} "
                 f"(this run has {jax.process_count()})"
             )
         raise FileNotFoundError(f"checkpoint {step} has no data/ (loader position)")
@@ -318,49 +538,23 @@ def check_shapes(state_dir: pathlib.Path, params) -> None:
             )
 
 
-def load_params(checkpoint_dir: pathlib.Path, config: Config, step: int | None = None) -> tuple[nnx.GraphDef, Any, int]:
-    """The model of a run for evaluation: (graphdef, params, step) from its checkpoints folder.
-
-    Safe while the run trains: when the newest checkpoint is replaced under us, the next newest is
-    read. A damaged checkpoint is skipped with a one-line warning (the latest) or is a RunError
-    (a step named by the user)."""
+def load_params(run: RunFolder, config: Config, step: int | None = None) -> tuple[nnx.GraphDef, Any, int]:
+    """The model of a run for evaluation: (graphdef, params, step) of checkpoint `step` or of the newest
+    that restores (see restore_with_fallback). Safe while the run trains: when the newest checkpoint
+    is replaced under us, the next newest is read. Parameters only: any process count restores."""
     graphdef, abstract_params = steps.abstract_model(config)  # shapes only
-    checkpoint_dir = pathlib.Path(checkpoint_dir).absolute()
-    skipped: set[int] = set()
-    for _ in range(20):  # a run saving every step can replace a few checkpoints while we read
-        candidates = [step] if step is not None else _complete_steps(checkpoint_dir, skipped)
-        if not candidates:
-            break
-        chosen = candidates[0]
-        try:
-            return graphdef, _read_params(checkpoint_dir, chosen, abstract_params), chosen
-        except ConfigError:
-            raise
-        except Exception as e:  # noqa: BLE001 (a deleted or damaged checkpoint: many exception types)
-            if not (checkpoint_dir / str(chosen)).exists():
-                continue  # replaced by training while we read it: take the new newest
-            if step is not None:
-                raise RunError(f"checkpoint '{checkpoint_dir}/{chosen}' does not restore: {_reason(e)}") from None
-            print(f"warning: checkpoint {chosen} does not restore ({_reason(e)}); using an older one", file=sys.stderr)
-            skipped.add(chosen)
-    if skipped:
-        raise RunError(f"no checkpoint in '{checkpoint_dir}' restores (damaged: {sorted(skipped)})")
-    raise ConfigError(f"no checkpoint in '{checkpoint_dir}'; train first or pass the experiment folder")
+    run = RunFolder(pathlib.Path(run.path).absolute())
+    step, params = restore_with_fallback(run, lambda s: _read_params(run, s, abstract_params), step)
+    if step is None:
+        raise ConfigError(f"no checkpoint in '{run.checkpoints}'; train first or pass the experiment folder")
+    return graphdef, params, step
 
 
-def _complete_steps(checkpoint_dir: pathlib.Path, skipped: set[int]) -> list[int]:
-    """Finished checkpoint steps, newest first (orbax renames a folder to its step when complete)."""
-    if not checkpoint_dir.is_dir():
-        return []
-    steps_ = [int(p.name) for p in checkpoint_dir.iterdir() if p.name.isdigit()]
-    return sorted((s for s in steps_ if s not in skipped), reverse=True)
-
-
-def _read_params(checkpoint_dir: pathlib.Path, step: int, params) -> Any:
-    check_shapes(checkpoint_dir / str(step) / "state", params)
+def _read_params(run: RunFolder, step: int, params) -> Any:
+    check_shapes(run.state(step), params)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), params)}
     restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=device), abstract)
     args = ocp.args.PyTreeRestore(abstract, restore_args=restore_args, partial_restore=True)
     with quiet_orbax(), ocp.PyTreeCheckpointer() as checkpointer:
-        return checkpointer.restore(checkpoint_dir / str(step) / "state", args=args)["params"]
+        return checkpointer.restore(run.state(step), args=args)["params"]

@@ -20,7 +20,9 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+import cnns
 import cwvae
+import kernels
 import optim
 import tools
 from config import Config
@@ -42,15 +44,22 @@ def stream_key(seed: int, stream: Stream, index: int | None = None) -> jax.Array
     return key if index is None else jax.random.fold_in(key, index)
 
 
+def build_model(config: Config, rngs: nnx.Rngs) -> cwvae.CWVAE:
+    """The run's model: its model config, and the convolution kernels that `conv_impl` names here."""
+    model = cwvae.CWVAE(cwvae.ModelConfig.from_config(config), rngs=rngs)
+    return cnns.use_kernels(model, kernels.resolve(config.conv_impl))
+
+
 def init_model(config: Config) -> tuple[nnx.GraphDef, nnx.State]:
     """The model's graph definition and parameters, initialised from the run's seed."""
-    model = cwvae.CWVAE(config, rngs=nnx.Rngs(params=stream_key(config.seed, Stream.PARAMS)))
-    return nnx.split(model)
+    return nnx.split(build_model(config, nnx.Rngs(params=stream_key(config.seed, Stream.PARAMS))))
 
 
 def abstract_model(config: Config) -> tuple[nnx.GraphDef, nnx.State]:
     """The graph definition and parameter shapes, without running any initialiser."""
-    return nnx.split(nnx.eval_shape(lambda: cwvae.CWVAE(config, rngs=nnx.Rngs(0))))
+    form = kernels.resolve(config.conv_impl)  # outside eval_shape: it may load the extension
+    model = nnx.eval_shape(lambda: cwvae.CWVAE(cwvae.ModelConfig.from_config(config), rngs=nnx.Rngs(0)))
+    return nnx.split(cnns.use_kernels(model, form))
 
 
 def make_mesh() -> jax.sharding.Mesh:
@@ -118,7 +127,9 @@ def val_loss(graphdef: nnx.GraphDef) -> Callable:
 
 
 @functools.cache
-def open_loop(graphdef: nnx.GraphDef, open_loop_ctx: int, ssim_data_range: float) -> Callable:
+def open_loop(
+    graphdef: nnx.GraphDef, open_loop_ctx: int, ssim_data_range: float, use_obs: tuple[bool, ...] | None = None
+) -> Callable:
     """One compiled function (params, uint8 videos (N, T, ...), keys (N,)) -> predictions
     (N, T - ctx, H, W, C) and per-frame SSIM and PSNR (N, T - ctx). Each video gets its own
     key, so a video's sample does not depend on the batch it came in."""
@@ -127,7 +138,7 @@ def open_loop(graphdef: nnx.GraphDef, open_loop_ctx: int, ssim_data_range: float
     def rollout(params, videos, keys):
         model = nnx.merge(graphdef, params)
         obs = tools.to_unit(videos)
-        pred = jax.vmap(lambda o, k: model.open_loop(o[None], k, open_loop_ctx)[0])(obs, keys)
+        pred = jax.vmap(lambda o, k: model.open_loop(o[None], k, open_loop_ctx, use_obs)[0])(obs, keys)
         target = obs[:, open_loop_ctx:]
         return pred, *tools.frame_metrics(pred, target, ssim_data_range, tools.PSNR_DATA_RANGE)
 

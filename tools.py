@@ -5,10 +5,10 @@ one jitted call scores every frame that scikit-image would score one at a time; 
 ``skimage.metrics.structural_similarity`` / ``peak_signal_noise_ratio`` to float32 precision.
 :func:`frame_metrics` gives both in one pass; :func:`ssim` and :func:`psnr` give one each.
 
-Protocol (SPEC.md, "Faults of the official code"): the official evaluation passed float frames
+Protocol: the official evaluation passed float frames
 to scikit-image without a data range, so its SSIM used ``data_range=2.0`` and its PSNR ``1.0``,
 on unclipped predictions. Those are the project's defaults; callers pass ``data_range``
-explicitly. PSNR is computed per channel and averaged over channels (the SPEC), which equals
+explicitly. PSNR is computed per channel and averaged over channels (as the official code does), which equals
 scikit-image's whole-image PSNR for 1-channel frames. Identical frames have PSNR ``inf``;
 :func:`cap_psnr` clips at ``PSNR_CAP_DB`` before averaging over frames or examples.
 

@@ -9,11 +9,15 @@ run ends with the same parameters as one that never stopped.
 
 from __future__ import annotations
 
+import cli  # light (the standard library), for the line below
+
+if __name__ == "__main__":  # a Ctrl-C while the libraries below load: one line and exit 0, as in training
+    cli.stop_at_once_on_signal()
+
 import contextlib
 import dataclasses
 import pathlib
 import signal
-import sys
 import time
 from typing import Any
 
@@ -34,10 +38,11 @@ import runs
 import steps
 import tools
 from config import Config
+from errors import ConfigError, RunFailure
 from steps import Stream
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RunFailure):
     """The run cannot go on (a non-finite loss); the message names the step."""
 
 
@@ -48,6 +53,12 @@ class TrainResult:
     losses: dict[int, float]  # loss per step run in this call
     exp_dir: pathlib.Path
     stopped_by_signal: bool = False
+
+
+# With several processes, how often (in steps) they agree on whether to stop. Agreeing is a
+# cross-process gather that waits for the device, which the loop otherwise never does (metrics
+# are fetched one step late); one process decides alone, at every step, for free.
+STOP_CHECK_EVERY = 10
 
 
 class StopFlag:
@@ -71,6 +82,15 @@ class StopFlag:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+    def at(self, step: int) -> bool:
+        """Whether to stop at `step` (before running it), with one answer in every process: a
+        signal may reach one process, or reach them at different steps, yet all must stop at the
+        same step (or the others wait forever in the next collective). With several processes the
+        answer is gathered every STOP_CHECK_EVERY steps only; every process calls this every step."""
+        if jax.process_count() > 1 and step % STOP_CHECK_EVERY:
+            return False
+        return distributed.any_process(self.signal is not None)
 
 
 def say(*args, **kwargs) -> None:
@@ -129,7 +149,7 @@ class Metrics:
         """Stop the run on a non-finite value, naming the step and the checkpoint that is kept."""
         if np.isfinite(value):
             return
-        folder = self.exp_dir / "checkpoints"
+        folder = runs.RunFolder(self.exp_dir).checkpoints
         if self.kept is None:
             kept = f"no checkpoint was written in this run (earlier ones, if any, are in {folder})"
         else:
@@ -160,60 +180,89 @@ def validation_batches(config: Config) -> list[np.ndarray]:
     return [np.asarray(b) for b in loader if len(b) == sub]
 
 
-def validation_summary(config, params, val_batches, graphdef, step: int, with_videos: bool, log, tracker) -> None:
-    """Loss terms and open-loop SSIM/PSNR on the fixed validation batches."""
-    val_loss = steps.val_loss(graphdef)
-    open_loop = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
-    key = steps.stream_key(config.seed, Stream.VALIDATION, step)
-    values: dict[str, list[float]] = {}
-    for i, batch in enumerate(val_batches):
-        loss_key, rollout_key = jax.random.split(jax.random.fold_in(key, i))  # each batch, each use its own key
-        metrics = dict(val_loss(params, batch, loss_key))
-        pred, ssim, psnr = open_loop(params, batch, jax.random.split(rollout_key, len(batch)))
-        metrics["open_loop_ssim"] = np.mean(ssim)
-        metrics["open_loop_psnr"] = np.mean(tools.cap_psnr(psnr))
-        for k, v in metrics.items():
-            values.setdefault(k, []).append(float(v))
-        if with_videos and i == 0:
-            log_video(config, batch, pred, "val/open_loop", step, log)
-    summary = {f"val/{k}": float(np.mean(v)) for k, v in values.items()}
-    tracker.check_finite(summary["val/loss"], "validation loss", step)
-    log(summary, step)
-    say(
-        f"step {step}: val/loss {summary['val/loss']:.2f} open-loop SSIM {summary['val/open_loop_ssim']:.3f} "
-        f"PSNR {summary['val/open_loop_psnr']:.2f}",
-        flush=True,
-    )
+class Summaries:
+    """The run's validation scalars and prediction videos. Built once per run with what stays
+    fixed (config, validation batches, log function, the Metrics tracker and the compiled
+    functions), so that each call passes only what changes: params, batch and step."""
 
+    def __init__(self, config: Config, graphdef, val_batches: list[np.ndarray], log, tracker: Metrics):
+        self.config, self.val_batches, self.log, self.tracker = config, val_batches, log, tracker
+        self.val_loss = steps.val_loss(graphdef)
+        self.open_loop = steps.open_loop(
+            graphdef, config.open_loop_ctx, config.ssim_data_range, tuple(config.use_obs_per_level())
+        )
 
-def summarize(config, params, batch, val_batches, graphdef, step: int, log, tracker: Metrics, final=False) -> None:
-    """Validation scalars every save_scalars_every steps; prediction videos of a train and a
-    validation batch every save_gifs_every steps (when save_gifs); both at the end of a run (`final`)."""
-    videos = config.save_gifs and (final or step % config.save_gifs_every == 0)
-    if final or step % config.save_scalars_every == 0 or videos:
-        validation_summary(config, params, val_batches, graphdef, step, videos, log, tracker)
-    if videos and config.seq_len > config.open_loop_ctx:
-        open_loop = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
-        keys = jax.random.split(steps.stream_key(config.seed, Stream.TRAIN_VIDEO, step), len(batch))
-        pred, _, _ = open_loop(params, batch, keys)
+    def due(self, step: int) -> bool:
+        """Whether `step` writes summaries: validation scalars every save_scalars_every steps,
+        and with videos every save_gifs_every steps (when save_gifs)."""
+        return step % self.config.save_scalars_every == 0 or self._video_step(step)
+
+    def _video_step(self, step: int) -> bool:
+        return self.config.save_gifs and step % self.config.save_gifs_every == 0
+
+    def __call__(self, params, batch, step: int) -> None:
+        """The summaries of a step that is `due`: validation scalars, and at video steps the
+        prediction videos of a validation batch and of the training batch."""
+        videos = self._video_step(step)
+        self.validation(params, step, videos)
+        if videos:
+            self.train_video(params, batch, step)
+
+    def at_end(self, params, batch, step: int) -> None:
+        """At the end of a run (when save_gifs), the last step's validation scalars and videos,
+        unless that step already wrote them."""
+        if self.config.save_gifs and not self._video_step(step):
+            self.validation(params, step, with_videos=True)
+            self.train_video(params, batch, step)
+
+    def validation(self, params, step: int, with_videos: bool) -> None:
+        """Loss terms and open-loop SSIM/PSNR on the fixed validation batches (and the prediction
+        video of the first one when `with_videos`)."""
+        key = steps.stream_key(self.config.seed, Stream.VALIDATION, step)
+        values: dict[str, list[float]] = {}
+        for i, batch in enumerate(self.val_batches):
+            loss_key, rollout_key = jax.random.split(jax.random.fold_in(key, i))  # each batch, each use its own key
+            metrics = dict(self.val_loss(params, batch, loss_key))
+            pred, ssim, psnr = self.open_loop(params, batch, jax.random.split(rollout_key, len(batch)))
+            metrics["open_loop_ssim"] = np.mean(ssim)
+            metrics["open_loop_psnr"] = np.mean(tools.cap_psnr(psnr))
+            for k, v in metrics.items():
+                values.setdefault(k, []).append(float(v))
+            if with_videos and i == 0:
+                self._log_video(batch, pred, "val/open_loop", step)
+        summary = {f"val/{k}": float(np.mean(v)) for k, v in values.items()}
+        self.tracker.check_finite(summary["val/loss"], "validation loss", step)
+        self.log(summary, step)
+        say(
+            f"step {step}: val/loss {summary['val/loss']:.2f} open-loop SSIM {summary['val/open_loop_ssim']:.3f} "
+            f"PSNR {summary['val/open_loop_psnr']:.2f}",
+            flush=True,
+        )
+
+    def train_video(self, params, batch, step: int) -> None:
+        """The open-loop prediction video of the training batch (when its clips are longer than
+        the context)."""
+        if self.config.seq_len <= self.config.open_loop_ctx:
+            return
+        keys = jax.random.split(steps.stream_key(self.config.seed, Stream.TRAIN_VIDEO, step), len(batch))
+        pred, _, _ = self.open_loop(params, batch, keys)
         batch, pred = multihost_utils.process_allgather((batch, pred), tiled=True)  # sharded over processes
-        log_video(config, batch, pred, "train/open_loop", step, log)
+        self._log_video(batch, pred, "train/open_loop", step)
 
+    def _log_video(self, batch, pred, name: str, step: int) -> None:
+        """Ground truth, prediction and error stacked, for the first video of the batch: written
+        as a GIF under the experiment folder's videos/ and logged to wandb from that file (by process 0)."""
+        import wandb
 
-def log_video(config, batch, pred, name: str, step: int, log) -> None:
-    """Ground truth, prediction and error stacked, for the first video of the batch: written
-    as a GIF under the experiment folder's videos/ and logged to wandb from that file (by process 0)."""
-    import wandb
+        if not distributed.is_main():
+            return
 
-    if not distributed.is_main():
-        return
-
-    gt = tools.to_unit(np.asarray(batch[0, config.open_loop_ctx :]))
-    strip = tools.prediction_strip(gt, np.asarray(pred[0]))
-    path = runs.run_dir(config) / "videos" / f"{name.replace('/', '_')}_{step:08d}.gif"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tools.save_video(str(path), strip, fps=10)
-    log({name: wandb.Video(str(path), format="gif")}, step)
+        gt = tools.to_unit(np.asarray(batch[0, self.config.open_loop_ctx :]))
+        strip = tools.prediction_strip(gt, np.asarray(pred[0]))
+        path = runs.RunFolder.of(self.config).videos / f"{name.replace('/', '_')}_{step:08d}.gif"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tools.save_video(str(path), strip, fps=10)
+        self.log({name: wandb.Video(str(path), format="gif")}, step)
 
 
 # --- the loop --------------------------------------------------------------------------
@@ -226,7 +275,7 @@ def train(config: Config) -> TrainResult:
     data.check_source(config)  # before any folder, wandb run or model is made
     run = None
     if runs.in_sweep() and jax.process_count() > 1:
-        raise cfg_lib.ConfigError("a wandb sweep runs one process per trial; unset JAX_NUM_PROCESSES")
+        raise ConfigError("a wandb sweep runs one process per trial; unset JAX_NUM_PROCESSES")
     if runs.in_sweep():  # the agent's run config overrides ours, and its id names the folder
         run = runs.init_wandb(config)
         config = runs.name_run(cfg_lib.with_wandb(config, dict(run.config), jax.device_count()), run.id)
@@ -259,47 +308,47 @@ def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
     loader = data.make_train_loader(config)  # this process's rows of each global batch
     manager, start, params, opt_state = runs.restore_latest(exp_dir, config, params, opt_state, loader)
     if start:
-        say(f"resumed from {exp_dir / 'checkpoints'} at step {start}")
+        say(f"resumed from {runs.RunFolder(exp_dir).checkpoint(start)}")
     say(f"data: {data.describe_source(config)}")
 
     train_step = steps.train_step(graphdef, mesh, steps.OptimizerOptions.from_config(config))
     val_batches = validation_batches(config)
     total = num_train_steps(config)
     bar = tools.progress_bar(config.progress and distributed.is_main(), total, "step", initial=start)
-    metrics = Metrics(config, exp_dir, log, bar, start)
+    tracker = Metrics(config, exp_dir, log, bar, start)
+    summaries = Summaries(config, graphdef, val_batches, log, tracker)
     step = start
     say(f"training from step {start} to {total} in {exp_dir}", flush=True)
     stopped = False
     with StopFlag() as stop:
-        # All processes stop at the same step (a signal may reach one, or reach them at different steps).
-        while step < total and not (stopped := distributed.any_process(stop.signal is not None)):
+        while step < total and not (stopped := stop.at(step)):  # the same step in every process
             try:
                 batch = next(loader)
             except StopIteration:
                 break
             batch = distributed.global_batch(batch, mesh)
             key = steps.stream_key(config.seed, Stream.TRAIN, step)
-            params, opt_state, step_metrics = train_step(params, opt_state, batch, key)
+            params, opt_state, metrics = train_step(params, opt_state, batch, key)
             step += 1
-            metrics.put(step, step_metrics)  # logs the previous step's metrics while this one runs
+            tracker.put(step, metrics)  # logs the previous step's metrics while this one runs
             if step % config.save_model_every == 0 or step % config.save_named_model_every == 0:
-                metrics.flush()  # never checkpoint parameters that came from a non-finite loss
+                tracker.flush()  # never checkpoint parameters that came from a non-finite loss
                 runs.save_checkpoint(manager, step, params, opt_state, loader)
-                metrics.checkpointed(step)
-            if step % config.save_scalars_every == 0 or (config.save_gifs and step % config.save_gifs_every == 0):
-                metrics.flush()
-                summarize(config, params, batch, val_batches, graphdef, step, log, metrics)
-        metrics.flush()
+                tracker.checkpointed(step)
+            if summaries.due(step):
+                tracker.flush()
+                summaries(params, batch, step)
+        tracker.flush()
         if step != manager.latest_step():
             runs.save_checkpoint(manager, step, params, opt_state, loader)
-        if not stopped and step > start and config.save_gifs and step % config.save_gifs_every:
-            summarize(config, params, batch, val_batches, graphdef, step, log, metrics, final=True)
+        if not stopped and step > start:
+            summaries.at_end(params, batch, step)
     if bar is not None:
         bar.close()
     manager.close()
     if stopped:
         say(f"stopped by a signal at step {step}; checkpoint written, rerun the command to resume")
-    return TrainResult(step, params, metrics.losses, exp_dir, stopped)
+    return TrainResult(step, params, tracker.losses, exp_dir, stopped)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -308,13 +357,13 @@ def main(argv: list[str] | None = None) -> None:
     def run():
         distributed.initialize()  # before anything touches a device
         config = cfg_lib.parse(argv, jax.device_count())
-        try:
+        with cli.memory_bound_by("batch_size", config.batch_size, " (or --seq_len)"):
             train(config)
-        except TrainingError as e:
-            print(f"error: {e}", file=sys.stderr)
-            raise SystemExit(1) from None
 
-    cfg_lib.main_guard(run)
+    # From the training loop on, a signal stops the run at a step boundary (StopFlag).
+    cli.main_guard(
+        run, stopped="stopped by a signal before the first training step; rerun the command to start (or resume)"
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ import math
 
 import numpy as np
 
-SIZE = 64  # frames are SIZE x SIZE pixels
+import dataspec
+
+SIZE = dataspec.get("mazes").frame_size  # frames are SIZE x SIZE pixels
 
 _MAZE_SIZE = 13  # cells per side (odd, as labmaze wants)
 _FOV = np.deg2rad(66.0)  # horizontal field of view

@@ -22,7 +22,9 @@ import dataclasses
 
 import numpy as np
 
-SIZE = 64  # frame height and width
+import dataspec
+
+SIZE = dataspec.get("minerl").frame_size  # frames are SIZE x SIZE pixels
 WORLD_XZ = 64  # columns per side (periodic)
 WORLD_Y = 48  # blocks high
 FOV = np.radians(70.0)  # horizontal (and vertical: square frames)

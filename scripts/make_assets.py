@@ -24,7 +24,7 @@ def walk_strip(dataset: str, every: int, index: int = 0) -> np.ndarray:
     """Eight frames (every `every`-th) of generated train video `index`, with 2-pixel white gaps."""
     video = generators.generate(dataset, index + 1, 8 * every, generators.GEN_SEEDS["train"])[index]
     frames = video[::every][:8]
-    gap = np.full((generators.SIZE, 2, frames.shape[-1]), 255, np.uint8)
+    gap = np.full((frames.shape[1], 2, frames.shape[-1]), 255, np.uint8)
     return np.concatenate([x for f in frames for x in (f, gap)][:-1], axis=1)
 
 

@@ -1,6 +1,8 @@
-"""Encoder/decoder: the fast stride-2 conv ops equal the plain lax/nnx convs (forward and
-gradients in inputs and kernels) for every layer shape the model uses, and through the whole
-encoder and decoder in either `conv_impl` form; output shapes."""
+"""Encoder/decoder and the convolution kernels: the fast stride-2 conv ops equal the plain lax/nnx
+convs (forward and gradients in inputs and kernels) for every layer shape the model uses, through the
+whole encoder and decoder in every form, and for layers the kernels do not implement; output shapes."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +13,9 @@ from flax import nnx
 from jax import lax
 
 import cnns
-import onednn
+import cwvae
+import kernels
+from kernels import blocks, onednn
 
 DN = ("NHWC", "HWIO", "NHWC")
 FRAMES = 3
@@ -56,72 +60,105 @@ DECODER_LAYERS = [(1, 1024, 128, 5), (5, 128, 64, 5), (13, 64, 32, 6), (30, 32, 
 CONV_LAYERS = [(size, cin, cout, 4) for size, cin, cout in ENCODER_LAYERS] + [(30, 32, 64, 6), (13, 64, 128, 5)]
 
 
-# the ops each form other than 'xla' runs (cnns._ops): 'onednn' mixes oneDNN with a pure-JAX forward
+# the ops each form other than 'xla' runs (kernels.ops): 'onednn' mixes oneDNN with a pure-JAX forward
 FORMS = ["blocks"] + (["onednn"] if onednn.available() else [])
 
 
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("size,cin,cout,k", CONV_LAYERS)
 def test_conv_s2_matches_lax_conv(form, size, cin, cout, k):
-    assert_ops_agree(cnns._ops(form)[0], plain_conv, (FRAMES, size, size, cin), (k, k, cin, cout))
+    assert_ops_agree(kernels.ops(form)[0], plain_conv, (FRAMES, size, size, cin), (k, k, cin, cout))
 
 
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("size,cin,cout,k", DECODER_LAYERS)
 def test_conv_transpose_s2_matches_lax_conv_transpose(form, size, cin, cout, k):
-    op = cnns._ops(form)[1]
+    op = kernels.ops(form)[1]
     assert_ops_agree(op, plain_conv_transpose, (FRAMES, size, size, cin), (k, k, cin, cout))
 
 
 @pytest.mark.parametrize("size,cin,cout,k", [(30, 32, 1, 6), (30, 32, 3, 6), (5, 8, 3, 5), (4, 8, 2, 3), (1, 8, 3, 5)])
 def test_taps_form_of_conv_transpose_matches_lax_for_even_and_odd_kernels(size, cin, cout, k):
-    assert_ops_agree(cnns._conv_transpose_s2_taps, plain_conv_transpose, (FRAMES, size, size, cin), (k, k, cin, cout))
+    assert_ops_agree(blocks.conv_transpose_s2_taps, plain_conv_transpose, (FRAMES, size, size, cin), (k, k, cin, cout))
 
 
-def encoder_and_decoder(*argv):
-    """A narrow encoder and decoder of the mmnist config with 3 channels, their inputs and config."""
-    config = mmnist("--channels", "3", "--filters", "8", *argv)
+def model_config(*argv) -> cwvae.ModelConfig:
+    return cwvae.ModelConfig.from_config(mmnist(*argv))
+
+
+def encoder_and_decoder(form="xla"):
+    """A narrow encoder and decoder of the mmnist config with 3 channels, in conv form `form`, and their inputs."""
+    config = model_config("--channels", "3", "--filters", "8")
     obs = jax.random.uniform(jax.random.key(1), (2, 3, 64, 64, 3))
     states = jax.random.normal(jax.random.key(2), (2, 3, 20))
-    return [(cnns.Encoder(config, rngs=nnx.Rngs(0)), obs), (cnns.Decoder(config, 20, rngs=nnx.Rngs(0)), states)]
+    modules = [cnns.Encoder(config, rngs=nnx.Rngs(0)), cnns.Decoder(config, 20, rngs=nnx.Rngs(0))]
+    return [(cnns.use_kernels(module, form), x) for module, x in zip(modules, (obs, states))]
+
+
+def values_and_grads(module, x):
+    """The module's outputs' sum of sines and its gradients in the parameters and the input, jitted."""
+    graph, params = nnx.split(module)
+    loss = lambda p, x: sum(jnp.sum(jnp.sin(o)) for o in jax.tree.leaves(nnx.merge(graph, p)(x)))  # noqa: E731
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
+
+
+def assert_trees_close(got, want):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-4 * float(jnp.max(jnp.abs(b))) + 1e-6, rtol=1e-3)
 
 
 @pytest.mark.parametrize("part", [0, 1], ids=["encoder", "decoder"])
 def test_conv_impl_forms_give_equal_values_and_gradients(part):
-    impls = ["xla", "blocks"] + (["onednn"] if onednn.available() else [])
     results = []
-    for impl in impls:
-        module, x = encoder_and_decoder("--conv_impl", impl)[part]
-        assert module.conv_impl == impl
+    for form in ["xla", *FORMS]:
+        module, x = encoder_and_decoder(form)[part]
         graph, params = nnx.split(module)
         traced = str(jax.make_jaxpr(lambda p, x, g=graph: nnx.merge(g, p)(x))(params, x))
-        assert ("custom_vjp_call" in traced) == (impl != "xla"), f"{impl}: the config's conv form is not used"
-        assert ("onednn_conv" in traced) == (impl == "onednn"), f"{impl}: the config's conv form is not used"
-        loss = lambda p, x, g=graph: sum(jnp.sum(jnp.sin(o)) for o in jax.tree.leaves(nnx.merge(g, p)(x)))
-        results.append(jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x))
-    want = results[0]
+        assert ("custom_vjp_call" in traced) == (form != "xla"), f"{form}: the module's conv form is not used"
+        assert ("onednn_conv" in traced) == (form == "onednn"), f"{form}: the module's conv form is not used"
+        results.append(values_and_grads(module, x))
     for got in results[1:]:
-        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-            np.testing.assert_allclose(a, b, atol=2e-4 * float(jnp.max(jnp.abs(b))) + 1e-6, rtol=1e-3)
+        assert_trees_close(got, results[0])
+
+
+@pytest.mark.parametrize("change", ["stride1", "same"])
+def test_encoder_layers_the_kernels_do_not_implement_run_as_the_layer_in_every_form(change):
+    """Edit an encoder conv as a researcher might (stride 1, or SAME padding): every form computes what
+    the edited layer computes, values and gradients, as 'xla' (the layer itself) does."""
+    config = model_config("--channels", "3", "--filters", "8", "--levels", "1")  # no dense layers to resize
+    obs = jax.random.uniform(jax.random.key(1), (2, 3, 64, 64, 3))
+    strides, padding = (1, "VALID") if change == "stride1" else (2, "SAME")
+    results = []
+    for form in ["xla", *FORMS]:
+        encoder = cnns.use_kernels(cnns.Encoder(config, rngs=nnx.Rngs(0)), form)
+        assert kernels.implements(encoder.convs[1])
+        encoder.convs[1] = nnx.Conv(8, 16, (4, 4), strides=strides, padding=padding, rngs=nnx.Rngs(3))
+        assert not kernels.implements(encoder.convs[1])
+        frame = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+        encoder.feature_size = jax.eval_shape(encoder._convs, frame).size
+        results.append(values_and_grads(encoder, obs))
+    assert results[0][1][1].shape == obs.shape
+    for got in results[1:]:
+        assert_trees_close(got, results[0])
 
 
 def test_conv_impl_auto_is_onednn_on_cpu_where_built_else_blocks():
     assert jax.default_backend() == "cpu"
     want = "onednn" if onednn.available() else "blocks"
-    assert cnns.conv_form("auto") == want
-    assert [module.conv_impl for module, _ in encoder_and_decoder()] == [want, want]
+    assert kernels.resolve("auto") == want
 
 
 def test_encoder_gives_one_feature_sequence_per_level():
-    config = mmnist()  # 3 levels
-    features = nnx.jit(lambda m, x: m(x))(cnns.Encoder(config, rngs=nnx.Rngs(0)), jnp.zeros((1, 100, 64, 64, 1)))
-    feat = cnns.conv_feature_size(config)
-    assert [x.shape for x in features] == [(1, 100, feat)] * 3
+    config = model_config()  # 3 levels
+    encoder = cnns.Encoder(config, rngs=nnx.Rngs(0))
+    features = nnx.jit(lambda m, x: m(x))(encoder, jnp.zeros((1, 100, 64, 64, 1)))
+    assert encoder.feature_size == 1024  # 2x2x256 for 64x64 frames and 32 filters
+    assert [x.shape for x in features] == [(1, 100, 1024)] * 3
 
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_decoder_gives_tanh_frames(channels):
-    config = mmnist("--channels", str(channels))
+    config = model_config("--channels", str(channels))
     decoder = cnns.Decoder(config, 220, rngs=nnx.Rngs(0))
     frames = nnx.jit(lambda m, x: m(x))(decoder, jax.random.normal(jax.random.key(0), (2, 5, 220)))
     assert frames.shape == (2, 5, 64, 64, channels)
@@ -129,7 +166,8 @@ def test_decoder_gives_tanh_frames(channels):
 
 
 def test_bfloat16_convs_match_float32_loosely():
-    config32, config16 = mmnist("--filters", "8"), mmnist("--filters", "8", "--precision", "bfloat16")
+    config32 = model_config("--filters", "8")
+    config16 = dataclasses.replace(config32, precision="bfloat16")
     obs = jax.random.uniform(jax.random.key(1), (1, 2, 64, 64, 1))
     enc32, enc16 = cnns.Encoder(config32, rngs=nnx.Rngs(0)), cnns.Encoder(config16, rngs=nnx.Rngs(0))
     assert enc16.convs[0].kernel[...].dtype == jnp.float32  # params stay float32

@@ -7,7 +7,7 @@ import pytest
 from conftest import ROOT
 
 import config as cfg_lib
-from config import ConfigError
+from errors import ConfigError
 
 
 def test_yaml_overrides_defaults_and_cli_overrides_yaml():

@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 import builders
 import config
 import data
+import dataspec
 import generators
 
 
@@ -76,12 +77,12 @@ def no_network(monkeypatch):
     [("mmnist", 1, ""), ("mazes", 3, "gqn_mazes/"), ("minerl", 3, "")],
 )
 def test_builder_prepares_manual_archive_offline(tmp_path, no_network, dataset, channels, top):
-    archive = builders.ARCHIVES[dataset]
+    archive = dataspec.get(dataset)
     cfg = Cfg(dataset=dataset, data_source="paper", datadir=str(tmp_path / "d"), channels=channels)
     builders.manual_dir(cfg).mkdir(parents=True)
     counts, frames = {"train": 3, "test": 2}, {"train": 6, "test": 8}
     written = write_archive(
-        builders.manual_dir(cfg) / f"{archive.name}.zip", archive.folders, counts, frames, channels, top
+        builders.manual_dir(cfg) / f"{archive.archive}.zip", archive.folders, counts, frames, channels, top
     )
     builder = builders.prepare_paper(cfg)
     for split in ("train", "test"):
@@ -107,7 +108,7 @@ def test_prepared_archive_loads_through_eval_loader(tmp_path, no_network):
     builders.manual_dir(cfg).mkdir(parents=True)
     write_archive(
         builders.manual_dir(cfg) / "moving_mnist_2digit.zip",
-        builders.ARCHIVES["mmnist"].folders,
+        dataspec.get("mmnist").folders,
         {"train": 2, "test": 3},
         {"train": 12, "test": 9},
         1,
@@ -132,7 +133,7 @@ def test_truncated_zip_names_the_file(tmp_path, no_network):
     cfg = Cfg(data_source="paper", datadir=str(tmp_path))
     builders.manual_dir(cfg).mkdir(parents=True)
     path = builders.manual_dir(cfg) / "moving_mnist_2digit.zip"
-    write_archive(path, builders.ARCHIVES["mmnist"].folders, {"train": 1, "test": 1}, {"train": 4, "test": 4}, 1)
+    write_archive(path, dataspec.get("mmnist").folders, {"train": 1, "test": 1}, {"train": 4, "test": 4}, 1)
     path.write_bytes(path.read_bytes()[:-200])
     with pytest.raises(data.DataError, match="moving_mnist_2digit.zip"):
         builders.prepare_paper(cfg)
@@ -163,7 +164,7 @@ def test_blocked_download_fails_fast_with_one_line(tmp_path, no_network):
     message = str(e.value)
     assert time.perf_counter() - start < 10
     assert "\n" not in message
-    assert "minerl_navigate" in message and builders.ARCHIVES["minerl"].url in message
+    assert "minerl_navigate" in message and dataspec.get("minerl").url in message
     assert str(builders.manual_dir(cfg)) in message and "--data_source generated" in message
 
 

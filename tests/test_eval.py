@@ -11,8 +11,9 @@ from conftest import ROOT, tiny_args
 
 import config as cfg_lib
 import eval as eval_lib
+import runs
 import train
-from config import ConfigError
+from errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,8 @@ def trained(tmp_path_factory):
 
 
 def run_eval(run_dir, *argv):
-    config, run, target = cfg_lib.parse_saved(["--logdir", str(run_dir), "--progress", "false", *argv])
-    return config, eval_lib.evaluate(config, run, target)
+    config, run, step = runs.load_run_config(["--logdir", str(run_dir), "--progress", "false", *argv])
+    return config, eval_lib.evaluate(config, run, step)
 
 
 OFFICIAL_EXAMPLE_FILES = [
@@ -72,10 +73,10 @@ def test_eval_is_deterministic_and_one_sample_has_no_best_files(trained):
 
 def test_eval_errors_are_one_line(trained, tmp_path):
     with pytest.raises(ConfigError, match="no config.yml"):
-        cfg_lib.parse_saved(["--logdir", str(tmp_path)])
+        runs.load_run_config(["--logdir", str(tmp_path)])
     with pytest.raises(ConfigError, match="must be greater than open_loop_ctx"):
-        cfg_lib.parse_saved(["--logdir", str(trained), "--eval_seq_len", "8"])
-    config, run, target = cfg_lib.parse_saved(["--logdir", str(trained), "--eval_seq_len", "5000"])
+        runs.load_run_config(["--logdir", str(trained), "--eval_seq_len", "8"])
+    config, run, step = runs.load_run_config(["--logdir", str(trained), "--eval_seq_len", "5000"])
     out = subprocess.run(
         [sys.executable, str(ROOT / "eval.py"), "--logdir", str(trained), "--eval_seq_len", "5000"],
         capture_output=True,
@@ -88,11 +89,11 @@ def test_eval_errors_are_one_line(trained, tmp_path):
     empty.mkdir()
     (empty / "config.yml").write_text((trained / "config.yml").read_text())
     with pytest.raises(ConfigError, match="no checkpoint"):
-        eval_lib.evaluate(config, empty)
+        eval_lib.evaluate(config, runs.RunFolder(empty))
 
 
 def test_eval_rejects_checkpoint_of_another_model(trained):
-    config, run, target = cfg_lib.parse_saved(["--logdir", str(trained), "--cell_deter_size", "9"])
+    config, run, step = runs.load_run_config(["--logdir", str(trained), "--cell_deter_size", "9"])
     mismatch = r"parameter cells/0/\S+ is \(\d+,\) in the checkpoint and \(\d+,\) in the model"
     with pytest.raises(ConfigError, match=mismatch):
-        eval_lib.evaluate(config, run, target)
+        eval_lib.evaluate(config, run, step)

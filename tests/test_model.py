@@ -16,7 +16,7 @@ from cwvae import CellState
 
 
 def make_model(config):
-    return cwvae.CWVAE(config, rngs=nnx.Rngs(0))
+    return cwvae.CWVAE(cwvae.ModelConfig.from_config(config), rngs=nnx.Rngs(0))
 
 
 def video(config, b=2, t=None, seed=1):
@@ -100,7 +100,7 @@ def test_shapes_and_finite_loss(tiny, overrides):
     assert np.isfinite(float(loss))
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert {f"kl/level{lv}" for lv in range(c.levels)} <= set(metrics)
-    pred = model.open_loop(video(c, t=c.eval_seq_len), jax.random.key(0), c.open_loop_ctx)
+    pred = model.open_loop(video(c, t=c.eval_seq_len), jax.random.key(0), c.open_loop_ctx, tuple(c.use_obs_per_level()))
     assert pred.shape == (2, c.eval_seq_len - c.open_loop_ctx, 64, 64, c.channels)
     assert np.all(np.isfinite(np.asarray(pred)))
 
@@ -135,7 +135,9 @@ def fake_states(levels=2, b=3, t=4, s=5, seed=0):
 
 def terms(config, priors, posts, b=3, t=4):
     obs = jnp.full((b, t, 64, 64, 1), 0.5)
-    return cwvae.elbo_terms(cwvae.LossOptions.from_config(config), obs, jnp.zeros_like(obs), priors, posts)
+    model_config = cwvae.ModelConfig.from_config(config)
+    cells = nnx.eval_shape(lambda: make_model(config)).cells
+    return cwvae.elbo_terms(model_config, cells, obs, jnp.zeros_like(obs), priors, posts)
 
 
 def level_kls(priors, posts):
@@ -226,7 +228,7 @@ def test_logged_level_terms_are_batch_means_of_time_sums():
 
 def test_training_observes_every_level_and_use_obs_only_changes_open_loop(tiny):
     """use_obs chooses the levels that observe the context frames of open-loop prediction (eval's
-    --use_obs reaches it through the config and the graphdef); training always observes all levels."""
+    --use_obs reaches it through steps.open_loop); training always observes all levels."""
     every, some = tiny(), tiny(use_obs="TF")
     obs = video(every)
     train_loss = [float(make_model(c).loss(obs, jax.random.key(0))[0]) for c in (every, some)]
@@ -236,7 +238,13 @@ def test_training_observes_every_level_and_use_obs_only_changes_open_loop(tiny):
     preds = []
     for c in (every, some):
         graphdef, params = steps.init_model(c)
-        preds.append(np.asarray(steps.open_loop(graphdef, c.open_loop_ctx, c.ssim_data_range)(params, videos, keys)[0]))
+        preds.append(
+            np.asarray(
+                steps.open_loop(graphdef, c.open_loop_ctx, c.ssim_data_range, tuple(c.use_obs_per_level()))(
+                    params, videos, keys
+                )[0]
+            )
+        )
     assert np.abs(preds[0] - preds[1]).max() > 1e-3
 
 
@@ -283,8 +291,7 @@ def test_open_loop_ignores_frames_after_context(tiny):
 @pytest.mark.parametrize("name, official", [("mmnist", 12_466_817), ("mazes", 12_470_147), ("minerl", 34_396_627)])
 def test_parameter_counts_match_the_official_model(name, official):
     c = cfg_lib.parse(["--config", str(ROOT / f"configs/{name}.yml")])
-    model = nnx.eval_shape(lambda: cwvae.CWVAE(c, rngs=nnx.Rngs(0)))
-    assert cwvae.count_params(model) == official
+    assert cwvae.count_params(nnx.eval_shape(lambda: make_model(c))) == official
 
 
 def keras_gru_cell(x, h, kernel, recurrent_kernel, bias):

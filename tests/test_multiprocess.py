@@ -22,6 +22,7 @@ from conftest import ROOT, tiny_args
 import config as cfg_lib
 import data
 import distributed
+import errors
 import eval as eval_lib
 import generators
 import runs
@@ -54,7 +55,7 @@ def test_explicit_variables_give_initialize_arguments():
     ],
 )
 def test_wrong_variables_raise_one_line_naming_the_variable(env, named):
-    with pytest.raises(cfg_lib.ConfigError, match=named) as e:
+    with pytest.raises(errors.ConfigError, match=named) as e:
         distributed.initialize(env)
     assert "\n" not in str(e.value)
 
@@ -127,7 +128,7 @@ def finish(procs, log_dir, timeout: float = 240) -> None:
 
 def final_params(folder):
     config = cfg_lib.apply(cfg_lib.Config(), cfg_lib.load_yaml(str(folder / "config.yml")), "saved")
-    _, params, step = runs.load_params(folder / "checkpoints", config)
+    _, params, step = runs.load_params(runs.RunFolder(folder), config)
     return step, {jax.tree_util.keystr(k): np.asarray(x) for k, x in jax.tree_util.tree_leaves_with_path(params)}
 
 
@@ -186,6 +187,6 @@ def test_sigterm_stops_both_processes_and_the_resumed_run_equals_an_uninterrupte
 def test_one_process_evaluates_the_two_process_checkpoint(two_process_runs):
     tmp, total = two_process_runs
     folder = tmp / "logs" / "mmnist" / "whole"
-    config, run, target = cfg_lib.parse_saved(["--logdir", str(folder), "--progress", "false"])
-    out = eval_lib.evaluate(config, run, target)
+    config, run, step = runs.load_run_config(["--logdir", str(folder), "--progress", "false"])
+    out = eval_lib.evaluate(config, run, step)
     assert out.name.startswith(f"eval_step{total}_") and (out / "ssim_mean.npz").is_file()

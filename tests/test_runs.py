@@ -3,6 +3,7 @@ one writer per folder, damaged checkpoints, full disks, non-finite values, early
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import config as cfg_lib
 import eval as eval_lib
 import runs
 import train
-from config import ConfigError
+from errors import ConfigError
 
 
 def named(config):
@@ -115,12 +116,12 @@ def test_eval_reads_a_run_that_saves_every_step(tiny, tmp_path):
     folder = named(tiny())
     evaluations = 0
     try:
-        while not (folder / "checkpoints").is_dir() or not runs._complete_steps(folder / "checkpoints", set()):
+        while not (folder / "checkpoints").is_dir() or not runs.RunFolder(folder).complete_steps():
             assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.2)
         while proc.poll() is None or evaluations < 3:
-            config, run, target = cfg_lib.parse_saved(["--logdir", str(folder), "--num_examples", "1"])
-            eval_lib.evaluate(config, run, target)
+            config, run, step = runs.load_run_config(["--logdir", str(folder), "--num_examples", "1"])
+            eval_lib.evaluate(config, run, step)
             evaluations += 1
     finally:
         proc.kill()
@@ -149,17 +150,64 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tiny, tmp_pa
     assert list((first.exp_dir / "damaged_checkpoints").iterdir())
 
 
+def without_compilation_cache() -> dict:
+    """The environment of a user's first run: no compilation cache, so every step compiles and the
+    timing of orbax's abandoned reads against the rest of the program is as users see it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
+    return env | {"WANDB_MODE": "disabled", "JAX_ENABLE_COMPILATION_CACHE": "false"}
+
+
+RESTORE_CASES = {  # command (after python), exit code, the one stderr line's words
+    "eval of the damaged checkpoint": (["eval.py", "--logdir", "{run}/checkpoints/6"], 2, ["error: checkpoint"]),
+    "eval falling back": (["eval.py", "--logdir", "{run}", "--num_examples", "1", "--no_save_grid", "true"], 0, []),
+    "training resume falling back": (["train.py", "--config", "configs/tiny.yml", "--max_steps", "4"], 0, ["moved"]),
+}
+
+
+@pytest.fixture(scope="module")
+def six_steps(tmp_path_factory):
+    """A tiny run with checkpoints 4 and 6 (its folder, and its data folder)."""
+    tmp = tmp_path_factory.mktemp("six")
+    config = cfg_lib.parse(tiny_args(tmp, max_steps=6, save_model_every=2, run_name="r"))
+    return train.train(config).exp_dir, config.datadir
+
+
+@pytest.mark.parametrize("case", RESTORE_CASES)
+def test_damaged_checkpoint_cases_print_exactly_one_line_in_fresh_processes(case, six_steps, tmp_path):
+    """Each case, twice in fresh processes without a compilation cache: stderr is exactly one
+    line, naming the checkpoint and tensorstore's reason (OUT_OF_RANGE: ... byte range ... not
+    valid); never the thousands of lines that orbax's abandoned reads printed when collected."""
+    source, datadir = six_steps
+    argv, code, words = RESTORE_CASES[case]
+    for trial in range(2):
+        run = tmp_path / f"trial{trial}" / "logs" / source.parent.name / source.name
+        shutil.copytree(source, run)
+        truncate_the_array_files(run / "checkpoints" / "6")
+        args = [a.format(run=run) for a in argv]
+        if argv[0] == "train.py":
+            args += ["--logdir", str(tmp_path / f"trial{trial}" / "logs"), "--datadir", datadir]
+            args += ["--seed", "0", "--run_name", "r", "--save_model_every", "2", "--progress", "false"]
+        out = subprocess.run(
+            [sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=without_compilation_cache()
+        )
+        lines = out.stderr.splitlines()
+        assert out.returncode == code and len(lines) == 1, f"trial {trial}: exit {out.returncode}\n{out.stderr[-3000:]}"
+        assert "checkpoint" in lines[0] and "6" in lines[0] and "does not restore" in lines[0], lines[0]
+        assert "OUT_OF_RANGE" in lines[0] and "is not valid for value of size" in lines[0], lines[0]
+        assert all(word in lines[0] for word in words), lines[0]
+
+
 def test_a_user_error_stays_one_line_when_an_abandoned_read_is_collected_at_exit(tmp_path):
     # A failed orbax restore leaves coroutines that were never awaited; their warning came after the line.
     program = tmp_path / "fail.py"
     program.write_text(
-        "import config\n"
+        "import cli, errors\n"
         "async def read(): pass\n"
         "pending = []\n"
         "def fail():\n"
         "    pending.append(read())\n"
-        "    raise config.UserError('checkpoint 6 does not restore')\n"
-        "config.main_guard(fail)\n"
+        "    raise errors.UserError('checkpoint 6 does not restore')\n"
+        "cli.main_guard(fail)\n"
     )
     out = subprocess.run(
         [sys.executable, str(program)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
@@ -180,7 +228,7 @@ def test_a_full_disk_gives_one_line_and_keeps_the_previous_checkpoint(tiny, monk
     with pytest.raises(runs.RunError) as e:
         train.train(c)
     assert "No space left on device" in str(e.value) and "\n" not in str(e.value)
-    _, params, step = runs.load_params(named(c) / "checkpoints", c)
+    _, params, step = runs.load_params(runs.RunFolder(named(c)), c)
     assert step == 2 and all(np.all(np.isfinite(np.asarray(x))) for x in jax_leaves(params))
 
 

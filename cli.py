@@ -1,0 +1,127 @@
+"""How the scripts (train.py, eval.py, data.py) end: in one line, never a traceback. A user error
+exits 2, a failed run 1, a stop by a signal (Ctrl-C, SIGTERM) 0; running out of memory names the
+config key to lower."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from errors import RunFailure, UserError
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def stop_at_once_on_signal() -> None:
+    """For a script's first lines, while its libraries load and nothing is written yet: a SIGINT or
+    SIGTERM ends the process at once, in one line, with exit code 0. main_guard takes over."""
+
+    def stop(signum, frame):
+        os.write(1, b"stopped by a signal while starting; nothing was written\n")
+        os._exit(0)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop)
+
+
+_UNDO_ON_STOP: list[Callable[[], Any]] = []  # what a stop by a signal removes (partial outputs)
+
+
+@contextlib.contextmanager
+def undone_on_stop(undo: Callable[[], Any]) -> Iterator[None]:
+    """While the block runs, a stop by a signal first runs `undo` (remove a partial file or folder)."""
+    _UNDO_ON_STOP.append(undo)
+    try:
+        yield
+    finally:
+        _UNDO_ON_STOP.remove(undo)
+
+
+def _stop_at_once(line: str) -> Callable:
+    """A signal handler that ends the process at once: what `undone_on_stop` registered is undone,
+    `line` goes to stdout, exit code 0. It does not raise into the interrupted code: there the
+    exception could land in a callback that ignores it (JAX's garbage-collection hook), and an
+    interpreter shutting down while XLA compiles in its threads could crash."""
+
+    def stop(signum, frame):
+        for undo in reversed(_UNDO_ON_STOP):
+            with contextlib.suppress(Exception):
+                undo()
+        with contextlib.suppress(Exception):  # a flush interrupted by the signal cannot be re-entered
+            sys.stdout.flush()
+        os.write(1, f"{line}\n".encode())
+        os._exit(0)
+
+    return stop
+
+
+def allocation_failure(e: BaseException) -> str | None:
+    """What failed, when `e` (or an exception it came from) is running out of memory: numpy's
+    MemoryError or XLA's RESOURCE_EXHAUSTED ("allocating 15.62 GiB"); None for any other error."""
+    seen = 0
+    while e is not None and seen < 8:
+        text = str(e)
+        if isinstance(e, MemoryError):
+            size = re.search(r"allocate (\d[\d.]* [KMGTPE]?i?B)", text)  # numpy: "Unable to allocate 7.62 GiB ..."
+            return f"allocating {size.group(1)}" if size else "a memory allocation failed"
+        if type(e).__name__ in ("XlaRuntimeError", "JaxRuntimeError") and "RESOURCE_EXHAUSTED" in text:
+            if "memory" in text.lower():
+                size = re.search(r"allocat\w*\s+(\d+)\s*bytes", text)
+                return f"allocating {int(size.group(1)) / 2**30:.2f} GiB" if size else "a device allocation failed"
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
+
+
+@contextlib.contextmanager
+def memory_bound_by(key: str, value: Any, also: str = "") -> Iterator[None]:
+    """Running out of memory inside becomes a RunFailure in one line: the size that failed and
+    the config key to lower (`also`: what else helps)."""
+    try:
+        yield
+    except Exception as e:
+        failed = allocation_failure(e)
+        if failed is None:
+            raise
+        raise RunFailure(f"out of memory {failed} with {key} {value}; lower --{key}{also}") from None
+
+
+def _end(line: str, code: int, stream) -> None:
+    """Print the one line and exit with `code`, quietly: nothing that other threads, abandoned
+    reads or a second signal would print at exit."""
+    with contextlib.suppress(ValueError):  # not the main thread
+        for sig in STOP_SIGNALS:  # a second Ctrl-C while the process winds down ends it at once
+            signal.signal(sig, lambda signum, frame: os._exit(code))
+    print(line, file=stream, flush=True)
+    # No echoes at exit: from writer threads, and orbax's abandoned reads ("coroutine ... was never awaited").
+    threading.excepthook = sys.unraisablehook = lambda *args: None
+    warnings.simplefilter("ignore")
+    raise SystemExit(code) from None
+
+
+def main_guard(fn: Callable[[], Any], stopped: str = "stopped by a signal") -> Any:
+    """Run `fn()` as a script's body, so that it ends in one line, never a traceback: a UserError
+    on stderr with exit code 2, a RunFailure with exit code 1; a SIGINT or SIGTERM (Ctrl-C) undoes the
+    partial outputs registered with `undone_on_stop`, prints `stopped` on stdout and exits with 0 at
+    once (the training loop installs its own handler, which stops at a step boundary); a closed stdout
+    (``python train.py --help | head``) ends quietly."""
+    with contextlib.suppress(ValueError):  # not the main thread: signals stay as they are
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, _stop_at_once(stopped))
+    try:
+        return fn()
+    except KeyboardInterrupt:  # raised by code that restored Python's default handler
+        _end(stopped, 0, sys.stdout)
+    except UserError as e:
+        _end(f"error: {e}", 2, sys.stderr)
+    except RunFailure as e:
+        _end(f"error: {e}", 1, sys.stderr)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise SystemExit(1) from None
