@@ -1,5 +1,5 @@
 # make train: a fresh venv, then train the paper's mmnist model on generated Moving MNIST.
-# make test:  the same venv, then lint and the whole test suite (tiny configs, ~7 min on 2 cores).
+# make test:  the same venv, then lint and the whole test suite (tiny configs, ~12 min on 2 cores).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
