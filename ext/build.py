@@ -1,4 +1,4 @@
-"""Build ext/_onednn_conv.so: oneDNN convolutions as XLA FFI custom calls (see onednn_conv.cc, onednn.py).
+"""Build ext/_onednn_conv.so: oneDNN convolutions as XLA FFI custom calls (see onednn_conv.cc, kernels/onednn.py).
 
     python ext/build.py            # with the venv's python; prints the .so's path on success
 
