@@ -19,18 +19,6 @@ from errors import RunFailure, UserError
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def stop_at_once_on_signal() -> None:
-    """For a script's first lines, while its libraries load and nothing is written yet: a SIGINT or
-    SIGTERM ends the process at once, in one line, with exit code 0. main_guard takes over."""
-
-    def stop(signum, frame):
-        os.write(1, b"stopped by a signal while starting; nothing was written\n")
-        os._exit(0)
-
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, stop)
-
-
 _UNDO_ON_STOP: list[Callable[[], Any]] = []  # what a stop by a signal removes (partial outputs)
 
 
@@ -60,6 +48,13 @@ def _stop_at_once(line: str) -> Callable:
         os._exit(0)
 
     return stop
+
+
+def stop_at_once_on_signal() -> None:
+    """For a script's first lines, while its libraries load and nothing is written yet: a SIGINT or
+    SIGTERM ends the process at once, in one line, with exit code 0. main_guard takes over."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop_at_once("stopped by a signal while starting; nothing was written"))
 
 
 def allocation_failure(e: BaseException) -> str | None:
