@@ -1,4 +1,5 @@
-# make train: a fresh venv, then train the paper's mmnist model on generated Moving MNIST.
+# make demo:  a fresh venv, then a 300-step demo of the paper's mmnist model (batch 8) on generated Moving MNIST.
+# make train: the same venv, then the paper's full mmnist run (6,000 steps at batch 50).
 # make test:  the same venv, then lint and the whole test suite (tiny configs, ~12 min on 2 cores).
 PY ?= python3
 VENV ?= .venv
@@ -15,8 +16,14 @@ ext/.built: ext/onednn_conv.cc ext/build.py $(BIN)/.installed
 	$(BIN)/python ext/build.py
 	touch $@
 
-.PHONY: setup train test lint bench
+DEMO := --batch_size 8 --max_steps 300 --save_scalars_every 25 --save_gifs_every 150 --save_model_every 100 \
+	--run_name demo --seed 1
+
+.PHONY: setup demo train test lint bench
 setup: $(BIN)/.installed ext/.built
+
+demo: setup
+	$(BIN)/python train.py --config configs/mmnist.yml $(DEMO) $(ARGS)
 
 train: setup
 	$(BIN)/python train.py --config configs/mmnist.yml $(ARGS)

@@ -84,7 +84,7 @@ class Config:
     # --- summaries and checkpoints ---------------------------------------------
     open_loop_ctx: int = key(36, "context frames before open-loop prediction")
     num_val_batches: int = key(1, "validation batches per summary")
-    val_seq_len: int | None = key(None, "clip length of training-time validation; null: eval_seq_len")
+    val_seq_len: int | None = key(None, "validation clip (frames); null: open_loop_ctx + 100, at most eval_seq_len")
     save_gifs: bool = key(True, "log open-loop prediction videos")
     save_scalars_every: int = key(1000, "steps between scalar summaries")
     save_gifs_every: int = key(1000, "steps between video summaries")
@@ -100,6 +100,8 @@ class Config:
     no_save_grid: bool = key(False, "eval: skip PNG grids")
     ssim_data_range: float = key(2.0, "SSIM data range; 2.0 reproduces the official protocol, 1.0 is usual")
     fvd: bool = key(False, "eval: also compute FVD with I3D (slow on CPU)")
+    lpips: bool = key(False, "eval: also compute LPIPS (AlexNet) per frame, best sample per video by it")
+    protocol: str | None = key(None, "eval: 'paper' presets the official evaluation (PROTOCOLS); keys given too win")
 
     # --- derived ---------------------------------------------------------------
     def use_obs_per_level(self) -> list[bool]:
@@ -107,6 +109,11 @@ class Config:
         if self.use_obs is None:
             return [True] * self.levels
         return [c == "T" for c in self.use_obs]
+
+    def validation_frames(self) -> int:
+        """Clip length of training-time validation: val_seq_len, or by default the context plus 100
+        predicted frames (the paper's eval_seq_len, up to 1000 frames, is eval.py's)."""
+        return self.val_seq_len or min(self.eval_seq_len, self.open_loop_ctx + 100)
 
     def beta_per_level(self) -> list[float]:
         """KL weight per level (level 0 first)."""
@@ -186,12 +193,29 @@ OUTPUT_ONLY = frozenset(
         "no_save_grid",
         "ssim_data_range",
         "fvd",
+        "lpips",
+        "protocol",
         "conv_impl",
     }
 )
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+# Named evaluation settings. 'paper': the official eval.py's defaults (num_examples 100, num_samples
+# 1, open_loop_ctx 36, every level observing the context) on whole test videos (eval_seq_len: the
+# dataset's test video length, the official configs' value), SSIM on float frames as scikit-image
+# guessed their range (2.0). The official reduction (tools.py, eval.py) is fixed in code, not keys.
+PROTOCOLS = {
+    "paper": lambda dataset: {
+        "num_examples": 100,
+        "num_samples": 1,
+        "open_loop_ctx": 36,
+        "use_obs": None,
+        "eval_seq_len": dataspec.get(dataset).test_frames,
+        "ssim_data_range": 2.0,
+    }
+}
 DATASETS = tuple(dataspec.DATASETS)
 DATA_SOURCES = ("generated", "paper")
 PRECISIONS = ("float32", "bfloat16")
@@ -312,14 +336,20 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
     check(c.data_source in DATA_SOURCES, f"key 'data_source' got {c.data_source!r}; valid: {', '.join(DATA_SOURCES)}")
     check(c.precision in PRECISIONS, f"key 'precision' got {c.precision!r}; valid: {', '.join(PRECISIONS)}")
     check(c.adam in ADAMS, f"key 'adam' got {c.adam!r}; valid: {', '.join(ADAMS)}")
+    check(
+        c.protocol is None or c.protocol in PROTOCOLS,
+        f"key 'protocol' got {c.protocol!r}; valid: {', '.join(PROTOCOLS)} or null",
+    )
     check(c.conv_impl in CONV_IMPLS, f"key 'conv_impl' got {c.conv_impl!r}; valid: {', '.join(CONV_IMPLS)}")
     import cwvae  # the cell registry (imported here: the model imports this module)
 
     check(c.cell_type in cwvae.CELLS, f"key 'cell_type' got {c.cell_type!r}; valid: {', '.join(cwvae.CELLS)}")
     if c.run_name is not None:
+        parts = c.run_name.split("/")
         check(
-            c.run_name not in ("", ".", "..") and "/" not in c.run_name and "\\" not in c.run_name,
-            f"key 'run_name' got {c.run_name!r}; must be a plain folder name (no '/')",
+            all(part not in ("", ".", "..") and "\\" not in part for part in parts)
+            and (len(parts) == 1 or (len(parts) == 2 and parts[0].startswith("sweep-"))),
+            f"key 'run_name' got {c.run_name!r}; must be a plain folder name (or sweep-<id>/<name> in a sweep)",
         )
     check(
         c.wandb_mode is None or c.wandb_mode in WANDB_MODES,
@@ -415,6 +445,21 @@ def parse(argv: list[str] | None = None, num_devices: int | None = None) -> Conf
         config = apply(config, load_yaml(cli["config"]), f"config file '{cli['config']}'")
     config = apply(config, cli, "command line")
     return validate(config, num_devices)
+
+
+def trial_name(argv: list[str] | None = None) -> str | None:
+    """A sweep trial's folder name from the result-changing values on its command line (what the
+    sweep varies), e.g. beta0.5_free_natsNone; None when the command line sets none. Rerunning the
+    trial's command (even with another max_steps) lands in the same folder, so the trial resumes."""
+    argv = sys.argv[1:] if argv is None else argv
+    values = {k: v for k, v in sorted(parse_cli(argv).items()) if k not in OUTPUT_ONLY}
+    if not values:
+        return None
+    name = "_".join(f"{k}{v}" for k, v in values.items())
+    name = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in name)
+    if len(name) > 100:  # file names are limited; the hash keeps long ones apart
+        name = name[:91] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return name
 
 
 def with_wandb(config: Config, run_config: dict[str, Any], num_devices: int | None = None) -> Config:

@@ -22,6 +22,7 @@ import dataclasses
 import errno
 import fcntl
 import gc
+import json
 import logging
 import os
 import pathlib
@@ -55,6 +56,17 @@ class RunError(UserError):
     """A run folder or checkpoint problem (in use, damaged, disk full, read-only): one line."""
 
 
+EVAL_NAME = re.compile(r"eval_step(\d+)_(\d{8}-\d{6})(?:-(\d+))?$")  # eval_step<N>_<time>[-k], complete
+INCOMPLETE = "incomplete_"  # name prefix of an evaluation folder still being written (never read as a result)
+
+
+def eval_order(folder: pathlib.Path) -> tuple[int, str, int]:
+    """Sort key of an evaluation folder: its step, then its time, then the -k of same-second ones."""
+    match = EVAL_NAME.match(folder.name)
+    assert match, f"not an evaluation folder name: {folder.name}"
+    return int(match[1]), match[2], int(match[3] or 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class RunFolder:
     """One experiment's folder and its layout (above); every path into it is spelled here."""
@@ -81,6 +93,7 @@ class RunFolder:
 
     config_file = property(lambda self: self.path / "config.yml")
     wandb_id_file = property(lambda self: self.path / "wandb_id")
+    metrics_file = property(lambda self: self.path / "metrics.jsonl")
     lock_file = property(lambda self: self.path / "lock")
     checkpoints = property(lambda self: self.path / "checkpoints")
     damaged = property(lambda self: self.path / "damaged_checkpoints")
@@ -100,6 +113,11 @@ class RunFolder:
     def eval_dir(self, step: int) -> pathlib.Path:
         """A new evaluation's folder name: eval_step<step>_<time> (eval.py adds -2, -3, ... if taken)."""
         return self.path / f"eval_step{step}_{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def evaluations(self) -> list[pathlib.Path]:
+        """The complete evaluation folders, oldest first: by step, then time, then the -k of same-second ones."""
+        found = [p for p in self.path.iterdir() if p.is_dir() and EVAL_NAME.match(p.name)] if self.path.is_dir() else []
+        return sorted(found, key=eval_order)
 
     def complete_steps(self, skip: set[int] = frozenset()) -> list[int]:
         """Finished checkpoint steps, newest first (orbax renames a folder to its step when complete)."""
@@ -124,9 +142,29 @@ def load_run_config(
         raise ConfigError("key 'logdir' is required: pass --logdir <experiment or checkpoint folder>")
     run, step = RunFolder.find(cli.pop("logdir"))
     saved = str(run.config_file)
-    config = cfg_lib.apply(Config(), cfg_lib.load_yaml(saved), f"config file '{saved}'")
+    config = _anchored(cfg_lib.apply(Config(), cfg_lib.load_yaml(saved), f"config file '{saved}'"), run)
+    protocol = cfg_lib.apply(config, {"protocol": cli["protocol"]}, "command line") if "protocol" in cli else config
+    if protocol.protocol is not None:  # its preset, then the keys given on the command line
+        cfg_lib.validate(protocol)
+        config = cfg_lib.apply(protocol, cfg_lib.PROTOCOLS[protocol.protocol](config.dataset), "protocol")
     config = cfg_lib.apply(config, cli, "command line")
     return cfg_lib.validate(config, num_devices), run, step
+
+
+def _anchored(config: Config, run: RunFolder) -> Config:
+    """The saved config with its datadir made absolute. Runs save absolute paths; an older run's
+    relative datadir was relative to the folder it was trained from, which its own path tells
+    (<there>/<logdir>/<dataset>/<run name>), so evaluating from any folder reads the same data."""
+    if pathlib.Path(config.datadir).is_absolute() or pathlib.Path(config.logdir).is_absolute():
+        return config
+    depth = len(pathlib.Path(config.logdir).parts) + 1
+    there = run.path.resolve().parents[depth] if len(run.path.resolve().parents) > depth else pathlib.Path.cwd()
+    return dataclasses.replace(config, datadir=str(there / config.datadir))
+
+
+def absolute_paths(config: Config) -> Config:
+    """datadir and logdir as absolute paths, so that the saved config reads the same files from any folder."""
+    return dataclasses.replace(config, datadir=os.path.abspath(config.datadir), logdir=os.path.abspath(config.logdir))
 
 
 def run_dir(config: Config) -> pathlib.Path:
@@ -160,6 +198,13 @@ def name_run(config: Config, wandb_run_id: str | None = None) -> Config:
     if config.run_name is not None:
         return config
     return dataclasses.replace(config, run_name=wandb_run_id or config.default_run_name())
+
+
+def name_trial(config: Config) -> Config:
+    """A sweep trial's folder, sweep-<sweep id>/<name>: the name the command line gave (train.py
+    names it after the swept values), else the run's default name (main keys and hash)."""
+    name = config.run_name or config.default_run_name()
+    return dataclasses.replace(config, run_name=f"sweep-{sweep_id()}/{name.rpartition('/')[2]}")
 
 
 def resume_config(config: Config) -> Config:
@@ -230,21 +275,91 @@ def resolve_wandb_mode(config: Config) -> Config:
     return dataclasses.replace(config, wandb_mode=mode)
 
 
+def sweep_id() -> str:
+    return os.environ.get("WANDB_SWEEP_ID", "")
+
+
 def init_wandb(config: Config, run_id: str | None = None):
-    """A wandb run that never prompts, resumed when `run_id` names an earlier one."""
+    """A wandb run that never prompts, resumed when `run_id` names an earlier one. It is named after
+    the run folder, grouped by its sweep (or else its dataset), and keeps its files in the folder."""
     import wandb
 
     config = resolve_wandb_mode(config)
-    pathlib.Path(config.logdir).mkdir(parents=True, exist_ok=True)
+    folder = RunFolder.of(config).path
+    folder.mkdir(parents=True, exist_ok=True)
+    sweep, _, name = (config.run_name or folder.name).rpartition("/")
     return wandb.init(
         project=config.wandb_project,
         mode=config.wandb_mode,
-        dir=config.logdir,
+        dir=folder,
+        name=name,
+        group=sweep or config.dataset,
         config=config.to_dict(),
         id=run_id,
         resume="allow" if run_id else None,
         settings=wandb.Settings(silent=True),
     )
+
+
+def log_to_training_run(run: RunFolder, config: Config, values: dict[str, float], step: int) -> str:
+    """An evaluation's scalars, added to the run's metrics.jsonl and to its wandb run (as eval/<name>
+    against eval/step, so that they sit beside the training curves). Returns where they went. The
+    wandb run is left alone while training holds the folder (two writers to one run)."""
+    values = {f"eval/{k}": v for k, v in values.items()}
+    MetricsLog(run.metrics_file).write(values, step)
+    places = [str(run.metrics_file)]
+    config = resolve_wandb_mode(config)
+    if config.wandb_mode == "disabled" or not run.wandb_id_file.exists():
+        return places[0]
+    try:
+        with RunLock(run.path):
+            import wandb
+
+            wandb_run = wandb.init(
+                project=config.wandb_project,
+                mode=config.wandb_mode,
+                dir=run.path,
+                id=run.wandb_id_file.read_text().strip(),
+                resume="allow",
+                settings=wandb.Settings(silent=True),
+            )
+            wandb_run.define_metric("eval/*", step_metric="eval/step")
+            wandb_run.log({**values, "eval/step": step})
+            wandb_run.finish()
+            places.append(f"wandb run {wandb_run.id}")
+    except RunError:
+        pass  # training runs in the folder: metrics.jsonl only
+    return " and ".join(places)
+
+
+class MetricsLog:
+    """A run's scalars as JSON lines, {"step": N, "time": t, "<prefix>/<name>": value, ...}, appended
+    as they are logged, so a run's curves are readable without wandb. A resumed run appends again
+    from its checkpoint: for a step logged twice, the later line holds the values of the run that went on."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path = path
+
+    def write(self, values: dict[str, Any], step: int) -> None:
+        numbers = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) or getattr(v, "ndim", 1) == 0}
+        if numbers:
+            line = json.dumps({"step": int(step), "time": round(time.time(), 3), **numbers})
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+
+
+def read_metrics(path: pathlib.Path) -> dict[int, dict[str, float]]:
+    """metrics.jsonl as {step: {key: value}}, later lines for a step overriding earlier ones;
+    unreadable lines (a line cut by a killed process) are skipped."""
+    out: dict[int, dict[str, float]] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+                out.setdefault(int(record.pop("step")), {}).update(record)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+    return out
 
 
 def wandb_id(config: Config) -> str:

@@ -170,13 +170,12 @@ def scalars(metrics: dict, prefix: str) -> dict[str, float]:
 
 
 def validation_batches(config: Config) -> list[np.ndarray]:
-    """The fixed validation set: batch_size * num_val_batches test clips of val_seq_len (or
-    eval_seq_len) frames, in sub-batches of at most eval_batch_size videos so that 1000-frame
+    """The fixed validation set: batch_size * num_val_batches test clips of validation_frames()
+    frames, in sub-batches of at most eval_batch_size videos so that 1000-frame
     clips fit in memory; every sub-batch has one shape (one compile)."""
     sub = min(config.eval_batch_size, config.batch_size)
     count = config.batch_size * config.num_val_batches // sub * sub
-    key = "val_seq_len" if config.val_seq_len else "eval_seq_len"
-    loader = data.make_eval_loader(config, config.val_seq_len or config.eval_seq_len, sub, count, key=key)
+    loader = data.make_eval_loader(config, config.validation_frames(), sub, count, key="val_seq_len")
     return [np.asarray(b) for b in loader if len(b) == sub]
 
 
@@ -250,15 +249,15 @@ class Summaries:
         self._log_video(batch, pred, "train/open_loop", step)
 
     def _log_video(self, batch, pred, name: str, step: int) -> None:
-        """Ground truth, prediction and error stacked, for the first video of the batch: written
+        """Truth | prediction | error with frame numbers (the context first), for the first video of the batch: written
         as a GIF under the experiment folder's videos/ and logged to wandb from that file (by process 0)."""
         import wandb
 
         if not distributed.is_main():
             return
 
-        gt = tools.to_unit(np.asarray(batch[0, self.config.open_loop_ctx :]))
-        strip = tools.prediction_strip(gt, np.asarray(pred[0]))
+        video, ctx = np.asarray(batch[0]), self.config.open_loop_ctx
+        strip = tools.labelled_video(video[ctx:], np.asarray(pred[0]), first_frame=ctx + 1, context=video[:ctx])
         path = runs.RunFolder.of(self.config).videos / f"{name.replace('/', '_')}_{step:08d}.gif"
         path.parent.mkdir(parents=True, exist_ok=True)
         tools.save_video(str(path), strip, fps=10)
@@ -271,14 +270,15 @@ class Summaries:
 def train(config: Config) -> TrainResult:
     """Train (or resume) the run that `config` names; returns when the data or max_steps
     run out, or after a SIGINT/SIGTERM (with a checkpoint written)."""
-    config = cfg_lib.validate(config, jax.device_count())
+    config = runs.absolute_paths(cfg_lib.validate(config, jax.device_count()))  # the saved config reads from anywhere
     data.check_source(config)  # before any folder, wandb run or model is made
     run = None
     if runs.in_sweep() and jax.process_count() > 1:
         raise ConfigError("a wandb sweep runs one process per trial; unset JAX_NUM_PROCESSES")
-    if runs.in_sweep():  # the agent's run config overrides ours, and its id names the folder
+    if runs.in_sweep():  # a trial's folder: sweep-<id>/<its values>; the agent's run config overrides ours
+        config = runs.name_trial(config)
         run = runs.init_wandb(config)
-        config = runs.name_run(cfg_lib.with_wandb(config, dict(run.config), jax.device_count()), run.id)
+        config = cfg_lib.with_wandb(config, dict(run.config), jax.device_count())
     config = runs.resume_config(runs.name_run(config))
     config = dataclasses.replace(config, seed=distributed.from_main(config.seed))  # one seed, drawn by process 0
     exp_dir = runs.run_dir(config)
@@ -290,12 +290,23 @@ def train(config: Config) -> TrainResult:
                 if run is None:
                     run = runs.init_wandb(config, runs.wandb_id(config))
                 run.config.update({"seed": config.seed, "run_name": config.run_name}, allow_val_change=True)
-            return _train(config, exp_dir, run.log if main else lambda *args, **kwargs: None)
+            return _train(config, exp_dir, _logger(exp_dir, run) if main else lambda *args, **kwargs: None)
     except OSError as e:
         raise runs.RunError(runs.fs_message(e, f"write in {exp_dir}")) from None
     finally:
         if run is not None:
             run.finish()
+
+
+def _logger(exp_dir: pathlib.Path, run):
+    """log(values, step): to the wandb run, and every scalar also to the folder's metrics.jsonl."""
+    scalars_log = runs.MetricsLog(runs.RunFolder(exp_dir).metrics_file)
+
+    def log(values: dict, step: int) -> None:
+        scalars_log.write(values, step)
+        run.log(values, step)
+
+    return log
 
 
 def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
@@ -311,14 +322,22 @@ def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
         say(f"resumed from {runs.RunFolder(exp_dir).checkpoint(start)}")
     say(f"data: {data.describe_source(config)}")
 
+    total = num_train_steps(config)
+    if start >= total:
+        manager.close()
+        say(
+            f"nothing to do: the run is at step {start}, its max_steps/num_epochs end at step {total}; "
+            f"raise --max_steps to train on, or evaluate it: python eval.py --logdir {exp_dir}"
+        )
+        return TrainResult(start, params, {}, exp_dir)
     train_step = steps.train_step(graphdef, mesh, steps.OptimizerOptions.from_config(config))
     val_batches = validation_batches(config)
-    total = num_train_steps(config)
     bar = tools.progress_bar(config.progress and distributed.is_main(), total, "step", initial=start)
     tracker = Metrics(config, exp_dir, log, bar, start)
     summaries = Summaries(config, graphdef, val_batches, log, tracker)
     step = start
     say(f"training from step {start} to {total} in {exp_dir}", flush=True)
+    say("compiling the training step (the first step takes a while) ...", flush=True)
     stopped = False
     with StopFlag() as stop:
         while step < total and not (stopped := stop.at(step)):  # the same step in every process
@@ -348,6 +367,9 @@ def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
     manager.close()
     if stopped:
         say(f"stopped by a signal at step {step}; checkpoint written, rerun the command to resume")
+    else:
+        checkpoint = runs.RunFolder(exp_dir).checkpoint(step)
+        say(f"done at step {step}: checkpoint {checkpoint}; evaluate it with: python eval.py --logdir {exp_dir}")
     return TrainResult(step, params, tracker.losses, exp_dir, stopped)
 
 
@@ -357,6 +379,8 @@ def main(argv: list[str] | None = None) -> None:
     def run():
         distributed.initialize()  # before anything touches a device
         config = cfg_lib.parse(argv, jax.device_count())
+        if runs.in_sweep() and config.run_name is None:  # the trial's folder is named after its values
+            config = dataclasses.replace(config, run_name=cfg_lib.trial_name(argv))
         with cli.memory_bound_by("batch_size", config.batch_size, " (or --seq_len)"):
             train(config)
 

@@ -275,9 +275,37 @@ def test_the_example_sweep_file_builds_commands_that_parse():
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
     sweep = yaml.safe_load((ROOT / "configs" / "sweep_mmnist.yaml").read_text())
-    assert sweep["command"][:3] == ["${env}", "${interpreter}", "${program}"] and sweep["command"][-1] == "${args}"
+    assert sweep["command"][:2] == [".venv/bin/python", "${program}"] and sweep["command"][-1] == "${args}"
+    assert sweep["metric"] == {"name": "val/neg_elbo", "goal": "minimize"}  # not weighted by the swept beta
     grid = {k: v.get("values", [v.get("value")]) for k, v in sweep["parameters"].items()}
     for combo in itertools.product(*grid.values()):
         args = create_sweep_command_args({"args": {k: {"value": v} for k, v in zip(grid, combo)}})["args"]
-        c = cfg_lib.parse([*sweep["command"][3:-1], *args])
+        c = cfg_lib.parse([*sweep["command"][2:-1], *args])
         assert (c.beta, c.free_nats) == (combo[0], combo[1])
+
+
+def test_a_sweep_trial_runs_from_a_fresh_shell_into_its_own_folder_and_reruns_into_it(tmp_path):
+    """The example sweep's command as the agent runs it (the venv's interpreter, no activated venv,
+    --key=value arguments): the trial trains in logs/<dataset>/sweep-<id>/<its values>/, and the
+    same trial run again continues that folder."""
+    import yaml
+
+    sweep = yaml.safe_load((ROOT / "configs" / "sweep_mmnist.yaml").read_text())
+    python = ROOT / sweep["command"][0]
+    if not python.exists():
+        pytest.skip(f"{python} is made by `make setup`")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "WANDB_MODE": "disabled", "WANDB_SWEEP_ID": "abc123"}
+    env |= {k: os.environ[k] for k in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR") if k in os.environ}
+    files = ["--datadir", str(tmp_path / "data"), "--logdir", str(tmp_path / "logs"), "--progress", "false"]
+
+    def trial(steps: int) -> str:
+        args = [str(python), "train.py", "--config", "configs/tiny.yml", *files, "--beta=0.5", f"--max_steps={steps}"]
+        out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    first = trial(2)
+    folder = tmp_path / "logs" / "mmnist" / "sweep-abc123" / "beta0.5"
+    assert (folder / "checkpoints" / "2").is_dir(), first
+    again = trial(3)
+    assert f"resumed from {folder / 'checkpoints' / '2'}" in again and (folder / "checkpoints" / "3").is_dir()

@@ -134,3 +134,54 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     exp_dir = next((tmp_path / "logs" / "mmnist").glob("*"))
     steps = [int(p.name) for p in (exp_dir / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(steps) == 1 and steps[0] > 0, (steps, out)
+
+
+def test_metrics_jsonl_holds_every_scalar_logged_to_wandb(tiny, monkeypatch):
+    """Every scalar a run logs reaches metrics.jsonl in its folder (videos stay wandb's), at its step."""
+    import json
+
+    import wandb
+
+    logged, real_init = [], wandb.init
+
+    def init(**kwargs):
+        run = real_init(**{**kwargs, "mode": "disabled"})
+        real_log = run.log
+        run.log = lambda values, step=None: logged.append((step, dict(values))) or real_log(values, step)
+        return run
+
+    monkeypatch.setattr(wandb, "init", init)
+    result = train.train(tiny(max_steps=10, save_gifs=False))
+    lines = [json.loads(line) for line in (result.exp_dir / "metrics.jsonl").read_text().splitlines()]
+    written = {
+        (line["step"], key): value for line in lines for key, value in line.items() if key not in ("step", "time")
+    }
+    wanted = {(step, k): float(v) for step, values in logged for k, v in values.items() if np.ndim(v) == 0}
+    assert wanted and written == wanted
+    keys = {k for _, k in wanted}
+    assert {"train/loss", "train/neg_elbo", "val/loss", "val/neg_elbo", "val/open_loop_ssim"} <= keys
+
+
+def test_a_run_past_max_steps_has_nothing_to_do_and_a_finished_run_names_its_checkpoint(tmp_path):
+    from conftest import tiny_args
+
+    def run(*argv):
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *tiny_args(tmp_path, *argv)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip().splitlines()
+
+    first = run("--max_steps", "3", "--run_name", "r")
+    folder = tmp_path / "logs" / "mmnist" / "r"
+    done = (
+        f"done at step 3: checkpoint {folder / 'checkpoints' / '3'}; evaluate it with: python eval.py --logdir {folder}"
+    )
+    assert first[-1] == done
+    assert any(line.startswith("compiling the training step") for line in first)
+    again = run("--max_steps", "2", "--run_name", "r")
+    assert again[-1].startswith("nothing to do: the run is at step 3, its max_steps/num_epochs end at step 2")
