@@ -27,8 +27,7 @@ if __name__ == "__main__":  # a Ctrl-C while the libraries below load: one line 
     cli.stop_at_once_on_signal()
 
 import contextlib
-import json
-import os
+import functools
 import pathlib
 import shutil
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging as absl_logging
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -47,10 +47,10 @@ import runs
 import steps
 import tools
 from config import Config
-from errors import ConfigError, DataError
+from errors import DataError
 from steps import Stream
 
-INCOMPLETE = "incomplete_"  # name prefix of an evaluation folder still being written
+INCOMPLETE = runs.INCOMPLETE  # name prefix of an evaluation folder still being written
 
 
 def _names(path: pathlib.Path) -> Iterator[pathlib.Path]:
@@ -93,53 +93,97 @@ def new_folder(path: pathlib.Path) -> Iterator[tuple[pathlib.Path, pathlib.Path]
     partial.rename(final)
 
 
-def evaluate(config: Config, run: runs.RunFolder, step: int | None = None) -> pathlib.Path:
+def evaluate(config: Config, run: runs.RunFolder, step: int | None = None) -> pathlib.Path | None:
     """Evaluate checkpoint `step` of the run (None: the newest that restores); returns the folder the
-    outputs were written to."""
+    outputs were written to (None in processes other than 0, which only compute). Every process
+    runs the same rollouts, each on its devices' share of every batch; process 0 writes."""
     data.check_source(config)
     graphdef, params, step = runs.load_params(run, config, step)
     loader = data.make_eval_loader(
         config, config.eval_seq_len, min(config.eval_batch_size, config.num_examples), config.num_examples
     )
+    if not distributed.is_main():
+        write_results(None, graphdef, params, loader, config, step)
+        return None
     with new_folder(run.eval_dir(step)) as (out_dir, final):
         print(f"evaluating {run.checkpoint(step)} on {data.describe_source(config)} -> {final}")
-        summary = write_results(out_dir, graphdef, params, loader, config, step)
-    print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=1))
+        print("compiling the open-loop rollout (the first batch takes a while) ...", flush=True)
+        summary = write_results(out_dir, graphdef, params, loader, config, step, run_name=run.path.name)
+    print((final / METRICS_TABLE).read_text())
+    where = runs.log_to_training_run(run, config, _scalars(summary), step)
+    print(f"results in {final}; the scalars also in {where}")
     return final
 
 
-def write_results(out_dir: pathlib.Path, graphdef, params, loader, config: Config, step: int) -> dict[str, Any]:
-    """Every example's files and the summary, in `out_dir`; returns the summary. Each batch is
-    split over the devices, the parameters replicated."""
+METRICS_TABLE = "metrics.md"  # the evaluation's results as a table (beside metrics.json)
+OTHER_SSIM_RANGE = {2.0: 1.0}  # the official range (2.0, float frames) is also reported at the usual 1.0
+
+
+def _scalars(summary: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float)) and k != "step"}
+
+
+class Scores:
+    """Per video, the per-frame scores of its best sample (by mean over frames) for each metric."""
+
+    HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False}
+
+    def __init__(self):
+        self.best: dict[str, list[np.ndarray]] = {}
+
+    def add(self, name: str, values: np.ndarray) -> int:
+        """`values` (S, T') of one video's samples; keeps the best one's curve, returns its index."""
+        means = values.mean(-1)
+        higher = self.HIGHER_IS_BETTER[name.split("_")[0]]
+        best = int(np.argmax(means) if higher else np.argmin(means))
+        self.best.setdefault(name, []).append(values[best])
+        return best
+
+    def stacked(self) -> dict[str, np.ndarray]:
+        return {name: np.stack(curves) for name, curves in self.best.items()}
+
+
+def write_results(
+    out_dir: pathlib.Path | None, graphdef, params, loader, config: Config, step: int, run_name: str = ""
+) -> dict[str, Any] | None:
+    """Every example's files and the summary, in `out_dir` (None: compute only, in a process other
+    than 0); returns the summary. Each batch is split over all devices of all processes, the
+    parameters replicated."""
     mesh = steps.make_mesh()
     params = jax.device_put(params, NamedSharding(mesh, P()))
     rollout = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range, tuple(config.use_obs_per_level()))
-    best_ssim, best_psnr, fvd_real, fvd_fake = [], [], [], []
-    bar = tools.progress_bar(config.progress, config.num_examples, "video", "eval")
+    scores, fvd_real, fvd_fake, count = Scores(), [], [], 0
+    bar = tools.progress_bar(config.progress and out_dir is not None, config.num_examples, "video", "eval")
     for batch in loader:
-        batch, first = np.asarray(batch), len(best_ssim)
-        preds, ssim, psnr = run_batch(rollout, params, batch, config, first, NamedSharding(mesh, P("data")))
-        for i in range(len(batch)):
-            scores = write_example(out_dir, first + i, batch[i], preds[i], ssim[i], psnr[i], config)
-            best_ssim.append(scores[0])
-            best_psnr.append(scores[1])
-        if config.fvd:
-            fvd_real.append(batch[:, config.open_loop_ctx :])
-            fvd_fake.append(tools.to_uint8(preds[:, 0]))
+        batch = np.asarray(batch)
+        preds, ssim, psnr = run_batch(rollout, params, batch, config, count, NamedSharding(mesh, P("data")))
+        if out_dir is not None:
+            extra = extra_metrics(batch, preds, config)
+            for i in range(len(batch)):
+                curves = {"ssim": ssim[i], "psnr": psnr[i], **{k: v[i] for k, v in extra.items()}}
+                write_example(out_dir, count + i, batch[i], preds[i], curves, scores, config)
+            if config.fvd:
+                fvd_real.append(batch[:, config.open_loop_ctx :])
+                fvd_fake.append(tools.to_uint8(preds[:, 0]))
+        count += len(batch)
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:
         bar.close()
-    if not best_ssim:
+    if not count:
         raise DataError(f"{config.dataset} test: no videos to evaluate")
+    if out_dir is None:
+        return None
     fvd = tools.fvd(np.concatenate(fvd_real), np.concatenate(fvd_fake)) if config.fvd else None
-    return write_summary(out_dir, np.stack(best_ssim), np.stack(best_psnr), config, step, fvd)
+    return write_summary(out_dir, scores.stacked(), config, step, fvd, run_name)
 
 
 def run_batch(rollout, params, batch: np.ndarray, config: Config, first: int, sharding: NamedSharding):
-    """Predictions (b, S, T', H, W, C) and per-frame scores (b, S, T') for num_samples samples
-    of each video. The b * S rollouts are split over the devices of `sharding`, padded with blank
-    videos only to a multiple of their count (a smaller last batch compiles once more)."""
+    """Predictions (b, S, T', H, W, C) and per-frame SSIM and PSNR (b, S, T') for num_samples samples
+    of each video. The b * S rollouts are split over the devices of `sharding` (of every process:
+    each process holds the whole batch and hands its devices their rows), padded with blank videos
+    only to a multiple of their count (a smaller last batch compiles once more); every process gets
+    the whole result back."""
     b, s = len(batch), config.num_samples
     videos = np.repeat(batch, s, axis=0)
     rows = -(-len(videos) // sharding.mesh.size) * sharding.mesh.size
@@ -147,13 +191,38 @@ def run_batch(rollout, params, batch: np.ndarray, config: Config, first: int, sh
         videos = np.concatenate([videos, np.zeros((rows - len(videos), *videos.shape[1:]), videos.dtype)])
     base = steps.stream_key(config.seed or 0, Stream.EVAL)  # video i's sample j: key (base, i * S + j)
     keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.arange(first * s, first * s + rows))
-    pred, ssim, psnr = jax.device_get(rollout(params, *jax.device_put((videos, keys), sharding)))
+    videos, keys = (_global(x, sharding) for x in (videos, np.asarray(jax.random.key_data(keys))))
+    out = rollout(params, videos, jax.random.wrap_key_data(keys, impl=jax.random.key_impl(base)))
+    out = multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else jax.device_get(out)
+    pred, ssim, psnr = out
     shape = (b, s)
     return (
-        pred[: b * s].reshape(*shape, *pred.shape[1:]),
-        ssim[: b * s].reshape(*shape, -1),
-        psnr[: b * s].reshape(*shape, -1),
+        np.asarray(pred[: b * s]).reshape(*shape, *pred.shape[1:]),
+        np.asarray(ssim[: b * s]).reshape(*shape, -1),
+        np.asarray(psnr[: b * s]).reshape(*shape, -1),
     )
+
+
+def _global(rows: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A host array every process holds whole, as one array split over all devices of `sharding`."""
+    return jax.make_array_from_callback(rows.shape, sharding, lambda index: rows[index])
+
+
+def extra_metrics(batch: np.ndarray, preds: np.ndarray, config: Config) -> dict[str, np.ndarray]:
+    """Per-frame scores beyond the rollout's (b, S, T'): SSIM at the other data range where the
+    official one (2.0) is used, and LPIPS when asked for."""
+    target = np.broadcast_to(tools.to_unit(batch[:, None, config.open_loop_ctx :]), preds.shape)
+    out = {}
+    if (other := OTHER_SSIM_RANGE.get(config.ssim_data_range)) is not None:
+        out[f"ssim_range{other:g}"] = np.asarray(_ssim(preds, target, other))
+    if config.lpips:
+        out["lpips"] = tools.lpips(target, np.clip(preds, 0.0, 1.0))
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _ssim(pred: jax.Array, target: jax.Array, data_range: float) -> jax.Array:
+    return tools.ssim(pred, target, data_range)
 
 
 def _save_frames(folder: pathlib.Path, name: str, frames: np.ndarray, grid: bool) -> None:
@@ -163,8 +232,8 @@ def _save_frames(folder: pathlib.Path, name: str, frames: np.ndarray, grid: bool
         tools.save_png(str(folder / f"{name}.png"), tools.video_grid(frames))
 
 
-def write_example(out_dir, index, video, preds, ssim, psnr, config) -> tuple[np.ndarray, np.ndarray]:
-    """Files of one test video; returns the per-frame SSIM and PSNR of its best samples."""
+def write_example(out_dir, index, video, preds, curves: dict[str, np.ndarray], scores: Scores, config) -> None:
+    """Files of one test video; adds its best samples' curves to `scores`."""
     ctx, grid = config.open_loop_ctx, not config.no_save_grid
     gt_dir, sample_dir = out_dir / f"sample{index}_gt", out_dir / f"sample{index}"
     gt_dir.mkdir()
@@ -172,62 +241,119 @@ def write_example(out_dir, index, video, preds, ssim, psnr, config) -> tuple[np.
     _save_frames(gt_dir, "gt_ctx", video[:ctx], grid)
     _save_frames(gt_dir, "gt_pred", video[ctx:], grid)
     order = np.random.default_rng([config.seed or 0, index]).permutation(len(preds))
-    best_s, best_p = int(np.argmax(ssim.mean(-1))), int(np.argmax(psnr.mean(-1)))
+    best = {name: scores.add(name, values) for name, values in curves.items()}
     samples = {"random_sample_1": order[0]}
     if len(preds) > 1:
-        samples |= {"best_ssim_sample": best_s, "best_psnr_sample": best_p, "random_sample_2": order[1]}
+        samples |= {"best_ssim_sample": best["ssim"], "best_psnr_sample": best["psnr"], "random_sample_2": order[1]}
     for name, i in samples.items():
         _save_frames(sample_dir, name, tools.to_uint8(preds[i]), grid)
-    gif = tools.side_by_side(tools.to_unit(video[ctx:]), np.clip(preds[order[0]], 0, 1))
-    tools.save_video(str(sample_dir / "prediction.gif"), gif)
-    return ssim[best_s], psnr[best_p]
+    labelled = tools.labelled_video(video[ctx:], preds[order[0]], first_frame=ctx + 1, context=video[:ctx])
+    tools.save_video(str(sample_dir / "prediction.gif"), labelled)
 
 
-def write_summary(out_dir, ssim, psnr, config: Config, step: int, fvd: float | None) -> dict[str, Any]:
-    """Per-frame mean and std over examples of the best samples' SSIM and PSNR (the official
-    <metric>_mean.npz, <metric>_stddev.npz and <metric>_range.png) and metrics.json."""
-    psnr_capped = np.asarray(tools.cap_psnr(psnr))
-    first = config.open_loop_ctx
-    for name, values in (("ssim", ssim), ("psnr", psnr_capped)):
+UNITS = {"psnr": "dB"}
+
+
+def write_summary(out_dir, curves: dict[str, np.ndarray], config: Config, step: int, fvd, run_name: str = ""):
+    """Per-frame mean and std over examples of the best samples' scores (the official
+    <metric>_mean.npz, <metric>_stddev.npz and <metric>_range.png, for SSIM, PSNR and the extra
+    metrics), curves.csv, metrics.json and the table metrics.md."""
+    curves = {k: (np.asarray(tools.cap_psnr(v)) if k == "psnr" else v) for k, v in curves.items()}
+    ctx, n = config.open_loop_ctx, len(curves["ssim"])
+    for name, values in curves.items():
         mean, std = values.mean(0), values.std(0)
         tools.save_npz(str(out_dir / f"{name}_mean.npz"), mean)
         tools.save_npz(str(out_dir / f"{name}_stddev.npz"), std)
-        tools.plot_metric(str(out_dir / f"{name}_range.png"), mean, std, name.upper(), first_frame=first)
+        tools.plot_metric(
+            str(out_dir / f"{name}_range.png"),
+            mean,
+            std,
+            _title(name),
+            first_frame=ctx + 1,
+            n=n,
+            run=run_name,
+            step=step,
+            unit=UNITS.get(name),
+            context_end=ctx + 0.5,
+        )
+    _write_curves(out_dir / "curves.csv", curves, ctx)
     summary = {
         "step": step,
-        "num_examples": int(len(ssim)),
+        "num_examples": n,
         "num_samples": config.num_samples,
-        "ssim_mean": float(ssim.mean()),
-        "psnr_mean": float(psnr_capped.mean()),
-        "ssim_last_frame": float(ssim[:, -1].mean()),
-        "psnr_last_frame": float(psnr_capped[:, -1].mean()),
+        **{f"{name}_mean": float(v.mean()) for name, v in curves.items()},
+        **{f"{name}_last_frame": float(v[:, -1].mean()) for name, v in curves.items()},
         **({"fvd": fvd} if fvd is not None else {}),
-        "settings": {
-            "dataset": config.dataset,
-            "data_source": config.data_source,
-            "open_loop_ctx": config.open_loop_ctx,
-            "eval_seq_len": config.eval_seq_len,
-            "use_obs": config.use_obs or "T" * config.levels,
-            "ssim_data_range": config.ssim_data_range,
-            "psnr_data_range": tools.PSNR_DATA_RANGE,
-            "psnr_cap_db": tools.PSNR_CAP_DB,
-            "best_sample_by": "mean over frames, per video",
-            "seed": config.seed,
-        },
+        "horizons": [
+            {"metric": name, "frames": frames, "mean": mean, "std": std}
+            for name, values in curves.items()
+            for frames, mean, std in tools.horizon_means(values)
+        ],
+        "settings": _settings(config),
     }
     tools.write_json(out_dir / "metrics.json", summary)
+    tools.write_text(out_dir / METRICS_TABLE, metrics_table(summary, run_name))
     return summary
+
+
+def _title(name: str) -> str:
+    base, _, other = name.partition("_range")
+    return base.upper() + (f" (data range {other})" if other else "")
+
+
+def _settings(config: Config) -> dict[str, Any]:
+    return {
+        "protocol": config.protocol,
+        "dataset": config.dataset,
+        "data_source": config.data_source,
+        "open_loop_ctx": config.open_loop_ctx,
+        "eval_seq_len": config.eval_seq_len,
+        "use_obs": config.use_obs or "T" * config.levels,
+        "ssim_data_range": config.ssim_data_range,
+        "psnr_data_range": tools.PSNR_DATA_RANGE,
+        "psnr_cap_db": tools.PSNR_CAP_DB,
+        "best_sample_by": "mean over frames, per video and metric",
+        "seed": config.seed,
+    }
+
+
+def _write_curves(path: pathlib.Path, curves: dict[str, np.ndarray], ctx: int) -> None:
+    """Per predicted frame (numbered from 1 for the first video frame), each metric's mean and std over videos."""
+    header = ["frame"] + [f"{name}_{stat}" for name in curves for stat in ("mean", "std")]
+    columns = [ctx + 1 + np.arange(next(iter(curves.values())).shape[1])]
+    for values in curves.values():
+        columns += [values.mean(0), values.std(0)]
+    rows = [",".join(f"{c[t]:.6g}" for c in columns) for t in range(len(columns[0]))]
+    tools.write_text(path, "\n".join([",".join(header), *rows]) + "\n")
+
+
+def metrics_table(summary: dict[str, Any], run_name: str = "") -> str:
+    """The evaluation as markdown: what was evaluated and how, then mean ± std over videos of each
+    metric per horizon of predicted frames."""
+    s = summary["settings"]
+    lines = [
+        f"# {run_name or 'evaluation'}, step {summary['step']}",
+        "",
+        f"{summary['num_examples']} test videos of {s['dataset']} ({s['data_source']}), {summary['num_samples']} "
+        f"sample(s) each, best sample per video by its mean over frames; {s['open_loop_ctx']} context frames, "
+        f"frames {s['open_loop_ctx'] + 1}-{s['eval_seq_len']} predicted; protocol: {s['protocol'] or 'as configured'}. "
+        f"SSIM data range {s['ssim_data_range']:g}"
+        + (" (the official evaluation's)" if s["ssim_data_range"] == 2.0 else "")
+        + f", PSNR data range {s['psnr_data_range']:g}, capped at {s['psnr_cap_db']:g} dB.",
+        "",
+    ]
+    rows = [[r["metric"], r["frames"], f"{r['mean']:.4f} ± {r['std']:.4f}"] for r in summary["horizons"]]
+    if "fvd" in summary:
+        rows.append(["fvd", "first 16", f"{summary['fvd']:.2f}"])
+    lines.append(tools.markdown_table(["metric", "predicted frames", "mean ± std over videos"], rows))
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's info/warning lines; errors still show
 
     def run():
-        if distributed.explicit_params(os.environ) or distributed.cluster_detected():
-            raise ConfigError(
-                "eval.py runs as one process (a checkpoint of any number of processes restores in one); "
-                f"launch it without {', '.join(distributed.ENV_VARS)}"
-            )
+        distributed.initialize()  # several processes (as training): each rolls out its share of every batch
         # No device count: evaluation pads its batches for the devices itself (training's batch_size is not used).
         config, run, step = runs.load_run_config(argv)
         also = f" or --num_samples ({config.num_samples}): a rollout runs eval_batch_size x num_samples videos"

@@ -51,7 +51,8 @@ def test_eval_writes_every_official_file(trained):
             assert frames.dtype == np.uint8
             assert frames.shape == ((ctx if name.endswith("gt_ctx") else t - ctx), 64, 64, 1)
             assert iio.imread(f"{path}.png").shape[:2] == (64, len(frames) * 65 - 1)  # one row, 1-pixel gaps
-    assert iio.imread(out / "sample0" / "prediction.gif").shape[1:3] == (64, 128)
+    gif = iio.imread(out / "sample0" / "prediction.gif")  # the context, then truth | prediction | error
+    assert len(gif) == t and gif.shape[2] > 3 * 64
     for name in OFFICIAL_SUMMARY_FILES:
         assert (out / name).is_file(), name
     for metric in ("ssim", "psnr"):
@@ -97,3 +98,115 @@ def test_eval_rejects_checkpoint_of_another_model(trained):
     mismatch = r"parameter cells/0/\S+ is \(\d+,\) in the checkpoint and \(\d+,\) in the model"
     with pytest.raises(ConfigError, match=mismatch):
         eval_lib.evaluate(config, run, step)
+
+
+# --- the paper's protocol -------------------------------------------------------------------------
+
+
+def test_paper_protocol_presets_the_official_settings_and_given_keys_win(trained):
+    config, _, _ = runs.load_run_config(["--logdir", str(trained), "--protocol", "paper"])
+    assert (config.num_examples, config.num_samples, config.open_loop_ctx) == (100, 1, 36)
+    assert (config.eval_seq_len, config.ssim_data_range, config.use_obs) == (1000, 2.0, None)  # mmnist's test videos
+    config, _, _ = runs.load_run_config(["--logdir", str(trained), "--protocol", "paper", "--num_examples", "2"])
+    assert (config.num_examples, config.eval_seq_len, config.protocol) == (2, 1000, "paper")
+    with pytest.raises(ConfigError, match="key 'protocol' got 'papr'; valid: paper or null"):
+        runs.load_run_config(["--logdir", str(trained), "--protocol", "papr"])
+
+
+def official_eval_loop(videos: np.ndarray, preds: np.ndarray, ctx: int) -> dict[str, np.ndarray]:
+    """A numpy transcription of the official eval.py's loop and tools.compute_metrics/plot_metrics:
+    per sample and frame, scikit-image SSIM and PSNR of each channel of the float frames (unclipped
+    predictions; its old scikit-image guessed data ranges 2.0 and 1.0 for float images), averaged over
+    channels; per video the sample with the best mean over frames (argsort, last); then the mean and
+    std over videos per frame."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    best = {"ssim": [], "psnr": []}
+    for video, samples in zip(videos, preds):
+        gts = video[ctx:].astype(np.float64) / 255.0
+        scores = {name: np.zeros(samples.shape[:2]) for name in best}
+        for s, sample in enumerate(samples.astype(np.float64)):
+            for t in range(len(gts)):
+                for c in range(gts.shape[-1]):
+                    scores["ssim"][s, t] += structural_similarity(gts[t, ..., c], sample[t, ..., c], data_range=2.0)
+                    scores["psnr"][s, t] += peak_signal_noise_ratio(gts[t, ..., c], sample[t, ..., c], data_range=1.0)
+                scores["ssim"][s, t] /= gts.shape[-1]
+                scores["psnr"][s, t] /= gts.shape[-1]
+        for name in best:
+            best[name].append(scores[name][np.argsort(scores[name].mean(-1))[-1]])
+    return {
+        f"{name}_{stat}": fn(np.stack(v), 0)
+        for name, v in best.items()
+        for stat, fn in (("mean", np.mean), ("stddev", np.std))
+    }
+
+
+def test_eval_reduction_matches_the_official_eval_loop(tiny, tmp_path, monkeypatch):
+    """Fixed predictions through eval.py's scoring, best-sample choice and reduction give the official
+    loop's per-frame curves (the rollout itself is replaced: this checks what is done with its output)."""
+    import tools
+
+    config = tiny(num_samples=3, num_examples=5, eval_seq_len=16, eval_batch_size=2, channels=3)
+    rng = np.random.default_rng(0)
+    videos = rng.integers(0, 256, (5, 16, 32, 32, 3), dtype=np.uint8)
+    noise = rng.normal(0, 1, (5, 3, 8, 32, 32, 3)) * np.array([0.05, 0.2, 0.4])[None, :, None, None, None, None]
+    preds = (videos[:, None, 8:] / 255.0 + noise).astype(np.float32)  # unclipped, as the model's
+
+    def fake_run_batch(rollout, params, batch, config, first, sharding):
+        pred = preds[first : first + len(batch)]
+        target = np.broadcast_to(tools.to_unit(batch[:, None, 8:]), pred.shape)
+        ssim, psnr = tools.frame_metrics(pred, target, config.ssim_data_range, tools.PSNR_DATA_RANGE)
+        return pred, np.asarray(ssim), np.asarray(psnr)
+
+    monkeypatch.setattr(eval_lib, "run_batch", fake_run_batch)
+    batches = [videos[:2], videos[2:4], videos[4:]]
+    summary = eval_lib.write_results(tmp_path, None, None, batches, config, step=7, run_name="fixed")
+    want = official_eval_loop(videos, preds, ctx=8)
+    for name, value in want.items():
+        np.testing.assert_allclose(
+            np.load(tmp_path / f"{name}.npz")["arr_0"], value, rtol=2e-4, atol=2e-5, err_msg=name
+        )
+    assert summary["ssim_mean"] == pytest.approx(float(want["ssim_mean"].mean()), rel=1e-4)
+    for i in range(5):  # the best-SSIM file holds the sample the official loop picked
+        best = int(
+            np.argmax(
+                [
+                    np.mean(official_eval_loop(videos[i : i + 1], preds[i : i + 1, [s]], 8)["ssim_mean"])
+                    for s in range(3)
+                ]
+            )
+        )
+        np.testing.assert_array_equal(
+            np.load(tmp_path / f"sample{i}" / "best_ssim_sample.npz")["arr_0"], tools.to_uint8(preds[i, best])
+        )
+    table = (tmp_path / "metrics.md").read_text()
+    assert "5 test videos" in table and "3 sample(s)" in table and "| ssim | 1-8 |" in table
+    assert "ssim_range1_mean" in summary and summary["ssim_range1_mean"] != summary["ssim_mean"]
+
+
+def test_paper_protocol_on_a_tiny_run_writes_the_official_files_and_a_table(trained):
+    config, out = run_eval(trained, "--protocol", "paper", "--num_examples", "2", "--no_save_grid", "true")
+    assert config.eval_seq_len == 1000 and config.open_loop_ctx == 36
+    assert np.load(out / "sample1" / "random_sample_1.npz")["arr_0"].shape == (964, 64, 64, 1)
+    for name in OFFICIAL_SUMMARY_FILES:
+        assert (out / name).is_file(), name
+    table = (out / "metrics.md").read_text()
+    assert "protocol: paper" in table and "frames 37-1000 predicted" in table
+    assert "| ssim | 1-100 |" in table and "| psnr | 501-964 |" in table
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["settings"]["protocol"] == "paper" and summary["num_examples"] == 2
+    lines = (trained / "metrics.jsonl").read_text().splitlines()
+    assert any('"eval/ssim_mean"' in line for line in lines)  # the results reach the training run's log
+
+
+def test_a_saved_relative_datadir_is_read_from_where_the_run_was_trained(tmp_path, monkeypatch):
+    """A run saved with relative paths (as older runs were) is evaluated from any folder against the
+    data next to its logdir, not a new copy under the current folder."""
+    folder = tmp_path / "there" / "logs" / "mmnist" / "old"
+    folder.mkdir(parents=True)
+    (folder / "config.yml").write_text("dataset: mmnist\ndatadir: data\nlogdir: logs\n")
+    monkeypatch.chdir(tmp_path)
+    config, run, _ = runs.load_run_config(["--logdir", str(folder)])
+    assert config.datadir == str(tmp_path / "there" / "data")
+    config, _, _ = runs.load_run_config(["--logdir", str(folder), "--datadir", "elsewhere"])
+    assert config.datadir == "elsewhere"

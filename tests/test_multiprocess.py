@@ -98,8 +98,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(argv: list[str], log_dir) -> list[subprocess.Popen]:
-    """train.py as a job of two processes with one CPU device each."""
+def launch(argv: list[str], log_dir, script: str = "train.py") -> list[subprocess.Popen]:
+    """train.py (or `script`) as a job of two processes with one CPU device each."""
     address = f"localhost:{free_port()}"
     procs = []
     for p in (0, 1):
@@ -107,7 +107,7 @@ def launch(argv: list[str], log_dir) -> list[subprocess.Popen]:
         env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1", WANDB_MODE="disabled")
         env.update(JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(p))
         log = open(log_dir / f"log_{len(list(log_dir.glob('log_*')))}_{p}.txt", "w")  # noqa: SIM115
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "train.py"), *argv], env=env, stdout=log, stderr=log))
+        procs.append(subprocess.Popen([sys.executable, str(ROOT / script), *argv], env=env, stdout=log, stderr=log))
     return procs
 
 
@@ -190,3 +190,25 @@ def test_one_process_evaluates_the_two_process_checkpoint(two_process_runs):
     config, run, step = runs.load_run_config(["--logdir", str(folder), "--progress", "false"])
     out = eval_lib.evaluate(config, run, step)
     assert out.name.startswith(f"eval_step{total}_") and (out / "ssim_mean.npz").is_file()
+
+
+@pytest.mark.multiprocess
+def test_two_processes_evaluate_like_one(two_process_runs):
+    """eval.py as two processes (each rolling out its half of every batch, process 0 writing) gives
+    the metrics of one process evaluating alone."""
+    import json
+
+    tmp, total = two_process_runs
+    folder = tmp / "logs" / "mmnist" / "whole"
+    args = ["--logdir", str(folder), "--progress", "false", "--num_examples", "3", "--num_samples", "2"]
+    config, run, step = runs.load_run_config(args)
+    one = json.loads((eval_lib.evaluate(config, run, step) / "metrics.json").read_text())
+    before = set(folder.glob("eval_step*"))
+    logs = tmp / "eval_logs"
+    logs.mkdir()
+    finish(launch(args, logs, script="eval.py"), logs)
+    (two_dir,) = set(folder.glob("eval_step*")) - before
+    two = json.loads((two_dir / "metrics.json").read_text())
+    assert two["num_examples"] == one["num_examples"] == 3
+    for key in ("ssim_mean", "psnr_mean", "ssim_last_frame", "psnr_last_frame"):
+        assert two[key] == pytest.approx(one[key], rel=1e-5), key
