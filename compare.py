@@ -1,0 +1,412 @@
+"""Compare runs: their final training scalars and evaluation results in one table, and their
+per-frame open-loop scores overlaid in one plot per metric.
+
+    python compare.py <run or eval folder> [<run or eval folder> ...] [--out DIR] [--labels a,b,...]
+
+A run folder (logs/<dataset>/<run>/, with config.yml) gives its newest complete evaluation
+(eval_step<N>_<time>, largest step, then newest) and the last value of each scalar in its
+metrics.jsonl; an evaluation folder gives itself and its run's metrics.jsonl. A run without an
+evaluation still gets a row (the training columns). Writes into --out (default
+./compare_<time>):
+
+    table.md, table.csv      one row per run: last training step, final losses, the evaluation's
+                             step, N test videos, samples, context, SSIM data range, scores
+    ssim.png, psnr.png       each run's mean per predicted frame over its test videos, ±1 std
+                             over videos shaded, the end of the context dashed;
+    ssim_range1.png, lpips.png  the same, when an evaluation has those curves
+
+Runs evaluated with different settings (context frames, SSIM data range, ...) are still
+compared, with a note naming the difference. Reads files only (no model, no checkpoint): numpy
+and matplotlib, and tools for the atomic writes (tools imports JAX: about 3 s of start-up).
+"""
+
+from __future__ import annotations
+
+import cli  # light (the standard library), for the line below
+
+if __name__ == "__main__":  # a Ctrl-C while the libraries below load: one line and exit 0
+    cli.stop_at_once_on_signal()
+
+import argparse
+import csv
+import dataclasses
+import io
+import itertools
+import json
+import math
+import pathlib
+import time
+import zipfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+import runs
+import tools
+from errors import UserError
+
+EVAL_SUMMARY = "metrics.json"  # eval.py's summary in an evaluation folder
+
+CURVE_METRICS = ("ssim", "psnr", "ssim_range1", "lpips")  # plotted when an evaluation has their curves
+REQUIRED_CURVES = ("ssim", "psnr")  # every evaluation has these
+TITLES = {"ssim": "SSIM", "psnr": "PSNR", "ssim_range1": "SSIM (data range 1)", "lpips": "LPIPS"}
+UNITS = {"psnr": "dB", "lpips": "lower is better"}
+CONTEXT_LINES = ("--", "-.", ":")  # one dashed style per distinct context length
+SETTINGS_COMPARED = ("dataset", "protocol", "open_loop_ctx", "eval_seq_len", "ssim_data_range", "use_obs")
+
+
+class CompareError(UserError):
+    """A folder compare.py cannot read, or bad arguments: one line naming the path or flag."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    """One compared run: its final training scalars and, when it has one, an evaluation."""
+
+    label: str
+    folder: pathlib.Path  # the folder given on the command line
+    training: dict[str, float]  # last value of each metrics.jsonl key
+    last_step: int | None  # the last training step logged
+    eval_dir: pathlib.Path | None = None
+    summary: dict[str, Any] | None = None  # the evaluation's metrics.json
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)  # (mean, std)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return (self.summary or {}).get("settings", {})
+
+
+# --- reading folders ---------------------------------------------------------------------------
+
+
+def final_values(records: dict[int, dict[str, float]]) -> tuple[dict[str, float], int | None]:
+    """The last value of each key over the steps, and the last training step (the last step with a
+    train/ scalar; evaluations log eval/ scalars at the checkpoint's step)."""
+    last: dict[str, float] = {}
+    for step in sorted(records):
+        last.update({k: v for k, v in records[step].items() if k != "time"})
+    trained = [s for s, r in records.items() if any(k.startswith("train/") for k in r)]
+    return last, max(trained or records, default=None)
+
+
+def newest_eval(run: pathlib.Path) -> pathlib.Path | None:
+    """The run's complete evaluation of the largest step (then the newest), or None."""
+    return (runs.RunFolder(run).evaluations() or [None])[-1]
+
+
+def is_eval_folder(path: pathlib.Path) -> bool:
+    return (
+        path.is_dir()
+        and not runs.RunFolder(path).config_file.is_file()
+        and (bool(runs.EVAL_NAME.match(path.name)) or (path / EVAL_SUMMARY).is_file())
+    )
+
+
+def _read_summary(folder: pathlib.Path) -> dict[str, Any]:
+    path = folder / EVAL_SUMMARY
+    if not path.is_file():
+        raise CompareError(f"'{path}' is missing; an evaluation folder holds {EVAL_SUMMARY} (written by eval.py)")
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CompareError(f"'{path}' is not readable JSON ({e}); rerun eval.py for that checkpoint") from None
+    if not isinstance(summary, dict) or not {"step", "num_examples"} <= summary.keys():
+        raise CompareError(f"'{path}' has no 'step' and 'num_examples'; expected eval.py's metrics.json")
+    return summary
+
+
+def _read_curve(path: pathlib.Path) -> np.ndarray:
+    """A per-frame curve saved by eval.py (np.savez, key arr_0)."""
+    try:
+        with np.load(path) as npz:
+            curve = np.asarray(npz["arr_0"], np.float64)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise CompareError(f"'{path}' is not an .npz with a per-frame curve under arr_0 ({e})") from None
+    if curve.ndim != 1 or not len(curve):
+        raise CompareError(f"'{path}' holds shape {curve.shape}; expected one value per predicted frame")
+    return curve
+
+
+def read_curves(folder: pathlib.Path, frames: int | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{metric: (mean, std)} per predicted frame of an evaluation folder: SSIM and PSNR (required),
+    the others when present. `frames`: the number of predicted frames, checked when known."""
+    curves = {}
+    for metric in CURVE_METRICS:
+        paths = [folder / f"{metric}_{kind}.npz" for kind in ("mean", "stddev")]
+        if metric not in REQUIRED_CURVES and not all(p.is_file() for p in paths):
+            continue
+        for path in paths:
+            if not path.is_file():
+                raise CompareError(
+                    f"'{path}' is missing; an evaluation folder holds <metric>_mean.npz and "
+                    f"<metric>_stddev.npz for {' and '.join(REQUIRED_CURVES)}"
+                )
+        mean, std = map(_read_curve, paths)
+        expected = frames or len(mean)
+        if len(mean) != expected or len(std) != expected:
+            raise CompareError(
+                f"'{paths[0]}' and '{paths[1].name}' have {len(mean)} and {len(std)} frames; "
+                f"metrics.json's settings predict {expected}"
+            )
+        curves[metric] = (mean, std)
+    return curves
+
+
+def _predicted_frames(summary: dict[str, Any]) -> int | None:
+    s = summary.get("settings", {})
+    if isinstance(s.get("eval_seq_len"), int) and isinstance(s.get("open_loop_ctx"), int):
+        return s["eval_seq_len"] - s["open_loop_ctx"]
+    return None
+
+
+def load(folder: str | pathlib.Path, label: str | None = None) -> RunResult:
+    """A run folder (its newest evaluation) or an evaluation folder (and its run's metrics.jsonl)."""
+    path = pathlib.Path(folder)
+    expected = "a run folder (with config.yml) or an evaluation folder (eval_step<N>_<time>)"
+    if not path.exists():
+        raise CompareError(f"'{folder}' does not exist; pass {expected}")
+    if path.name.startswith(runs.INCOMPLETE):
+        raise CompareError(f"'{folder}' is an unfinished evaluation; pass a finished eval_step* folder or its run")
+    if is_eval_folder(path):
+        run_dir, eval_dir = path.parent, path
+    elif runs.RunFolder(path).config_file.is_file():
+        run_dir, eval_dir = path, newest_eval(path)
+    else:
+        raise CompareError(
+            f"'{folder}' is neither a run folder (no config.yml) nor an evaluation folder; pass {expected}"
+        )
+    training, last_step = final_values(runs.read_metrics(runs.RunFolder(run_dir).metrics_file))
+    result = RunResult(label or run_dir.resolve().name, path, training, last_step, eval_dir)
+    if eval_dir is not None:
+        result.summary = _read_summary(eval_dir)
+        result.curves = read_curves(eval_dir, _predicted_frames(result.summary))
+    return result
+
+
+def default_labels(folders: Sequence[str | pathlib.Path]) -> list[str]:
+    """Each folder's run name (an evaluation folder's: its run's); names given twice (two evaluations
+    of one run, runs of two datasets) get the folder's parent too, e.g. 'mmnist/run' or 'run/eval_step20_...'."""
+    paths = [pathlib.Path(f).resolve() for f in folders]
+    names = [(p.parent if is_eval_folder(p) else p).name for p in paths]
+    return [f"{p.parent.name}/{p.name}" if names.count(n) > 1 else n for p, n in zip(paths, names)]
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """A table column: its header, where its value comes from and how table.md prints it."""
+
+    header: str
+    source: str  # "run" (RunResult attribute), "train" (metrics.jsonl), "eval" (metrics.json), "settings"
+    key: str
+    fmt: str = ""
+
+
+COLUMNS = (
+    Column("run", "run", "label"),
+    Column("train step", "run", "last_step"),
+    *(Column(k, "train", k, ".2f") for k in ("train/loss", "val/loss", "val/neg_elbo")),
+    Column("val/open_loop_ssim", "train", "val/open_loop_ssim", ".4f"),
+    Column("val/open_loop_psnr", "train", "val/open_loop_psnr", ".2f"),
+    Column("eval step", "eval", "step"),
+    Column("N", "eval", "num_examples"),
+    Column("samples", "eval", "num_samples"),
+    Column("ctx", "settings", "open_loop_ctx"),
+    Column("frames", "settings", "eval_seq_len"),
+    Column("SSIM range", "settings", "ssim_data_range", "g"),
+    *(
+        Column(f"{metric}_{kind}", "eval", f"{metric}_{kind}", ".2f" if metric == "psnr" else ".4f")
+        for metric in CURVE_METRICS
+        for kind in ("mean", "last_frame")
+    ),
+    Column("fvd", "eval", "fvd", ".1f"),
+)
+ALWAYS = ("run", "train step", "train/loss", "val/loss")  # shown even when no run has a value
+
+
+def value(run: RunResult, column: Column) -> Any:
+    """The column's value for the run (None: the run has none)."""
+    if column.source == "run":
+        return getattr(run, column.key)
+    source = {"train": run.training, "eval": run.summary or {}, "settings": run.settings}[column.source]
+    return source.get(column.key)
+
+
+def table(results: Sequence[RunResult]) -> tuple[list[str], list[list[Any]]]:
+    """(header, one row per run) over the columns that some run has a value for."""
+    columns = [c for c in COLUMNS if c.header in ALWAYS or any(value(r, c) is not None for r in results)]
+    rows = [[value(r, c) for c in columns] for r in results]
+    return [c.header for c in columns], rows
+
+
+def _cell(v: Any, fmt: str) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return format(v, fmt) if fmt and isinstance(v, (int, float)) else str(v)
+
+
+def markdown(results: Sequence[RunResult]) -> str:
+    """The table as GitHub markdown (scores rounded for reading; table.csv has them in full)."""
+    header, rows = table(results)
+    fmts = {c.header: c.fmt for c in COLUMNS}
+    return tools.markdown_table(header, [[_cell(v, fmts[h]) for h, v in zip(header, row)] for row in rows])
+
+
+def csv_text(results: Sequence[RunResult]) -> str:
+    """The table as CSV: values in full precision, an empty cell where a run has none."""
+    header, rows = table(results)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return out.getvalue()
+
+
+def differing(results: Sequence[RunResult]) -> dict[str, dict[str, Any]]:
+    """The evaluation settings that differ between the runs' evaluations: {key: {run label: value}}."""
+    evaluated = [r for r in results if r.summary is not None]
+    out = {}
+    for key in (*SETTINGS_COMPARED, "num_samples"):
+        values = {r.label: (r.summary if key == "num_samples" else r.settings).get(key) for r in evaluated}
+        if len({json.dumps(v) for v in values.values()}) > 1:
+            out[key] = values
+    return out
+
+
+def differences(results: Sequence[RunResult]) -> list[str]:
+    """One line per evaluation setting that differs between the runs' evaluations, naming each run's value."""
+    return [
+        f"the evaluations differ in {key} ({', '.join(f'{label} {v}' for label, v in values.items())}): "
+        "their scores are not directly comparable"
+        for key, values in differing(results).items()
+    ]
+
+
+# --- the plots ---------------------------------------------------------------------------------
+
+
+def legend_label(run: RunResult) -> str:
+    """A run's legend entry: its label, the checkpoint step evaluated, N test videos, and the number
+    of samples each video's best was chosen from."""
+    s = run.summary or {}
+    samples = s.get("num_samples")
+    best = f", best of {samples}" if isinstance(samples, int) and samples > 1 else ""
+    return f"{run.label} (step {s.get('step')}, N={s.get('num_examples')} videos{best})"
+
+
+def plot_curves(path: pathlib.Path, metric: str, results: Sequence[RunResult]) -> None:
+    """Every run's per-frame mean of `metric` with its ±1 std band (edges dotted, so that overlapping
+    bands stay apart), against the video frame number; a dashed line where each context ends (one
+    per distinct context length). The legend sits below the plot, off the curves."""
+    plotted = [r for r in results if metric in r.curves]
+    fig = Figure(figsize=(8, 4.2 + 0.2 * len(plotted)), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colors = {id(r): f"C{i % 10}" for i, r in enumerate(results)}  # a run's colour is the same in every plot
+    handles = [_draw_run(ax, run, metric, colors[id(run)]) for run in plotted]
+    handles.append(Patch(color="0.5", alpha=0.35, lw=0, label="shaded: ±1 std over videos (its edges dotted)"))
+    contexts = sorted({int(r.settings.get("open_loop_ctx", 0)) for r in plotted})
+    for ctx, style in zip(contexts, itertools.cycle(CONTEXT_LINES)):
+        handles.append(ax.axvline(ctx + 0.5, color="0.3", ls=style, lw=1, label=f"end of context (frame {ctx})"))
+    ax.set_xlim(left=contexts[0])  # the context's end in view, at the left
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    name = TITLES.get(metric, metric)
+    ax.set_title(_plot_title(name, plotted), fontsize=10)
+    ax.set_xlabel("video frame")
+    ax.set_ylabel(f"{name} ({UNITS[metric]})" if metric in UNITS else name)
+    ax.grid(alpha=0.3)
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncols=2, frameon=False)
+    with tools.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def _draw_run(ax, run: RunResult, metric: str, color: str):
+    """One run's mean curve (returned, for the legend) and its ±1 std band."""
+    mean, std = run.curves[metric]
+    frames = int(run.settings.get("open_loop_ctx", 0)) + 1 + np.arange(len(mean))
+    (line,) = ax.plot(frames, mean, color=color, lw=1.5, label=legend_label(run))
+    ax.fill_between(frames, mean - std, mean + std, color=color, alpha=0.15, lw=0)
+    for edge in (mean - std, mean + std):
+        ax.plot(frames, edge, color=color, lw=0.7, ls=":", alpha=0.8)
+    return line
+
+
+def _plot_title(name: str, plotted: Sequence[RunResult]) -> str:
+    """What a curve is: the mean over test videos of one sample per video, or of each video's best."""
+    samples = {(r.summary or {}).get("num_samples") for r in plotted}
+    which = "one sample per video" if samples == {1} else "each video's best sample"
+    differ = differing(plotted)
+    note = f"\nthe evaluations differ in {', '.join(differ)} (table.md)" if differ else ""
+    return f"{name} per predicted frame: mean over test videos of {which}{note}"
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def compare(folders: Sequence[str | pathlib.Path], out: str | pathlib.Path, labels: Sequence[str] | None = None):
+    """Reads the folders, writes table.md, table.csv and a plot per metric into `out`; returns the
+    runs read and the paths written."""
+    labels = list(labels) if labels else default_labels(folders)
+    if len(labels) != len(folders) or not all(labels):
+        raise CompareError(
+            f"--labels got {len(labels)} labels for {len(folders)} folders; give one non-empty name per folder"
+        )
+    results = [load(f, label) for f, label in zip(folders, labels)]
+    out = pathlib.Path(out)
+    notes = differences(results)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        written = [out / "table.md", out / "table.csv"]
+        tools.write_text(written[0], markdown(results) + "\n" + "".join(f"\nNote: {n}.\n" for n in notes))
+        tools.write_text(written[1], csv_text(results))
+        for metric in CURVE_METRICS:
+            if any(metric in r.curves for r in results):
+                written.append(out / f"{metric}.png")
+                plot_curves(written[-1], metric, results)
+    except OSError as e:
+        raise CompareError(f"cannot write the comparison into '{out}': {e.strerror or e}") from None
+    return results, written
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog="compare.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", help="run folders (logs/<dataset>/<run>) or evaluation folders")
+    parser.add_argument("--out", help="folder for table.md, table.csv and the plots (default: ./compare_<time>)")
+    parser.add_argument("--labels", help="comma-separated names for the runs, one per folder (default: run names)")
+    return parser.parse_args(argv)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are a UserError: one line, exit code 2 (cli.main_guard)."""
+
+    def error(self, message: str):
+        raise CompareError(f"{message}; usage: python compare.py <run or eval folder> [...] [--out DIR] [--labels a,b]")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    def run():
+        args = parse_args(argv)
+        labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+        out = args.out or f"compare_{time.strftime('%Y%m%d-%H%M%S')}"
+        results, written = compare(args.folders, out, labels)
+        print(markdown(results))
+        for note in differences(results):
+            print(f"note: {note}")
+        for r in results:
+            print(f"{r.label}: {r.eval_dir or 'no evaluation'}")
+        print("wrote " + ", ".join(str(p) for p in written))
+
+    cli.main_guard(run)
+
+
+if __name__ == "__main__":
+    main()
