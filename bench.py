@@ -7,7 +7,9 @@ Measures the machine's limit (fp32 matmul FLOP/s), the train step at the paper's
 minerl configs (compile time, median step time, frames/s, FLOPs from XLA's cost analysis and
 the fraction of the matmul limit), the conv stacks' forward+gradient (plain nnx layers against
 the custom-gradient ops of cnns.py), the 36 + 964 frame open-loop rollout (time, memory), the
-SSIM/PSNR metrics against scikit-image, and the data loader's frames/s.
+SSIM/PSNR metrics against scikit-image, the data loader's frames/s, and the peak resident memory
+of a fresh process running one train step, an evaluation rollout or training's validation
+(`--memory`, see `peak_memory`).
 """
 
 from __future__ import annotations
@@ -292,6 +294,57 @@ def rollout(batch: int, predicted: int, repeats: int = 2) -> dict:
     }
 
 
+# --- peak memory: each measurement in a fresh process ------------------------------------------
+
+
+def peak_memory(spec: str) -> dict:
+    """Peak resident memory (MiB) of a fresh process that runs one `spec` and nothing else:
+    'train:<config>:<batch>' (compile and two train steps), 'eval:<config>:<batch>:<frames>' (an
+    open-loop rollout of `frames` frames, as eval.py runs it), 'summaries:<config>:<batch>:<frames>'
+    (a train step, then training's validation at `frames` frames, in sub-batches of eval_batch_size)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench.py"), "--peak_of", spec], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        return {"spec": spec, "error": (out.stderr.strip().splitlines() or ["?"])[-1]}
+    return {"spec": spec, **json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+def _run_for_memory(spec: str) -> None:
+    """The child of peak_memory: run `spec`, print its peak RSS as JSON."""
+    kind, name, *numbers = spec.split(":")
+    batch, frames = int(numbers[0]), int(numbers[1]) if len(numbers) > 1 else None
+    config = paper_config(name, batch_size=batch)
+    graphdef, params = steps.init_model(config)
+    size, channels = dataspec.get(config.dataset).frame_size, config.channels
+    rng = np.random.default_rng(0)
+    if kind in ("train", "summaries"):
+        step = steps.train_step(graphdef, steps.make_mesh(), steps.OptimizerOptions.from_config(config))
+        opt_state = steps.make_optimizer(config).init(params)
+        clips = rng.integers(0, 256, (batch, config.seq_len, size, size, channels), np.uint8)
+        for i in range(2 if kind == "train" else 1):
+            params, opt_state, metrics = step(params, opt_state, clips, steps.stream_key(0, steps.Stream.TRAIN, i))
+            jax.block_until_ready(metrics)
+    if kind in ("eval", "summaries"):
+        sub = batch if kind == "eval" else min(config.eval_batch_size, batch)
+        rollout = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range)
+        val_loss = steps.val_loss(graphdef)
+        videos = rng.integers(0, 256, (sub, frames, size, size, channels), np.uint8)
+        keys = jax.random.split(jax.random.key(0), sub)
+        for _ in range(1 if kind == "eval" else batch // sub):
+            if kind == "summaries":
+                jax.block_until_ready(val_loss(params, videos, keys[0]))
+            jax.block_until_ready(rollout(params, videos, keys))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mb": peak, "batch": batch, "frames": frames or config.seq_len}))
+
+
+MEMORY_SPECS = ("train:mmnist:8", "train:mmnist:50", "eval:mmnist:10:1000", "summaries:mmnist:50:1000")
+
+
 def loader_throughput(config: cfg_lib.Config, num_batches: int, warmup: int = 2) -> float:
     """Frames per second delivered by the train loader, measured after `warmup` batches."""
     loader = data.make_train_loader(config)
@@ -332,9 +385,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rollout_batches", default="1,10", help="open-loop rollout batch sizes")
     parser.add_argument("--precision", default="float32", help="float32 or bfloat16 (GPU/TPU)")
     parser.add_argument("--conv_impl", default="auto", choices=cfg_lib.CONV_IMPLS, help="train-step convs (kernels/)")
-    parser.add_argument("--skip", default="", help="comma list of: train,convs,profile,rollout,metrics,loader")
+    parser.add_argument("--skip", default="", help="comma list of: train,convs,profile,rollout,metrics,loader,memory")
     parser.add_argument("--out", default="bench.json", help="where to write the results")
+    parser.add_argument("--memory", default=",".join(MEMORY_SPECS), help="peak-memory runs (see peak_memory)")
+    parser.add_argument("--peak_of", help=argparse.SUPPRESS)  # the child process of one peak-memory run
     args = parser.parse_args(argv)
+    if args.peak_of:
+        _run_for_memory(args.peak_of)
+        return {}
     skip = set(filter(None, args.skip.split(",")))
     device = jax.devices()[0]
     result = {
@@ -416,6 +474,13 @@ def main(argv: list[str] | None = None) -> dict:
                 row["train_consumption_frames_per_s"] = max(consumed)
                 line += f" = {row['frames_per_s'] / max(consumed):.0f}x the train step's consumption"
             print(line)
+    if "memory" not in skip:
+        result["memory"] = [peak_memory(spec) for spec in filter(None, args.memory.split(","))]
+        for row in result["memory"]:
+            print(
+                f"peak memory {row['spec']}: "
+                + (f"{row['peak_rss_mb'] / 1024:.2f} GiB resident" if "peak_rss_mb" in row else row["error"])
+            )
     result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     pathlib.Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")

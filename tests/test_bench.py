@@ -49,3 +49,10 @@ def test_walk_strip_has_eight_frames_with_gaps():
     strip = make_assets.walk_strip("mazes", every=2)
     assert strip.shape == (64, 8 * 64 + 7 * 2, 3) and strip.dtype == np.uint8
     assert np.all(strip[:, 64:66] == 255)
+
+
+def test_peak_memory_runs_each_measurement_in_a_fresh_process():
+    row = bench.peak_memory("eval:tiny:2:24")  # the tiny model's rollout of 2 videos, 24 frames
+    assert "error" not in row, row
+    assert 100 < row["peak_rss_mb"] < 8192, row  # JAX alone takes over 100 MiB
+    assert (row["batch"], row["frames"]) == (2, 24)
