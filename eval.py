@@ -150,7 +150,7 @@ def write_results(
     than 0); returns the summary. Each batch is split over all devices of all processes, the
     parameters replicated."""
     mesh = steps.make_mesh()
-    params = jax.device_put(params, NamedSharding(mesh, P()))
+    params = jax.device_put(jax.device_get(params), NamedSharding(mesh, P()))  # from the host: every process's devices
     rollout = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range, tuple(config.use_obs_per_level()))
     scores, fvd_real, fvd_fake, count = Scores(), [], [], 0
     bar = tools.progress_bar(config.progress and out_dir is not None, config.num_examples, "video", "eval")
