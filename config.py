@@ -98,6 +98,7 @@ class Config:
     num_samples: int = key(1, "eval: samples per video")
     eval_batch_size: int = key(10, "eval: videos per compiled rollout batch")
     no_save_grid: bool = key(False, "eval: skip PNG grids")
+    eval_videos: int = key(10, "eval: labelled prediction videos (MP4) for the first N test videos; 0: none")
     ssim_data_range: float = key(2.0, "SSIM data range; 2.0 reproduces the official protocol, 1.0 is usual")
     fvd: bool = key(False, "eval: also compute FVD with I3D (slow on CPU)")
     lpips: bool = key(False, "eval: also compute LPIPS (AlexNet) per frame, best sample per video by it")
@@ -191,6 +192,7 @@ OUTPUT_ONLY = frozenset(
         "num_samples",
         "eval_batch_size",
         "no_save_grid",
+        "eval_videos",
         "ssim_data_range",
         "fvd",
         "lpips",

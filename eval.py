@@ -14,7 +14,9 @@ official code's files (same names and layout, arrays under the key arr_0):
     ssim_mean.npz, ssim_stddev.npz, ssim_range.png          per frame, over examples, of the best
     psnr_mean.npz, psnr_stddev.npz, psnr_range.png          sample's score
 
-and, beyond the official ones, sample<i>/prediction.gif (truth | prediction) and metrics.json.
+and, beyond the official ones: sample<i>/prediction.mp4 for the first eval_videos videos (the context,
+then truth | prediction | error, numbered), per-frame curves of the extra metrics (ssim_range1_*,
+lpips_*), curves.csv, metrics.json and metrics.md (the results per horizon).
 The folder is written as incomplete_eval_step<N>_<time> and renamed when every file is in it, so
 a folder named eval_step* is always a complete result; a stopped or failed evaluation removes it.
 """
@@ -247,8 +249,9 @@ def write_example(out_dir, index, video, preds, curves: dict[str, np.ndarray], s
         samples |= {"best_ssim_sample": best["ssim"], "best_psnr_sample": best["psnr"], "random_sample_2": order[1]}
     for name, i in samples.items():
         _save_frames(sample_dir, name, tools.to_uint8(preds[i]), grid)
-    labelled = tools.labelled_video(video[ctx:], preds[order[0]], first_frame=ctx + 1, context=video[:ctx])
-    tools.save_video(str(sample_dir / "prediction.gif"), labelled)
+    if index < config.eval_videos:
+        labelled = tools.labelled_video(video[ctx:], preds[order[0]], first_frame=ctx + 1, context=video[:ctx])
+        tools.save_video(str(sample_dir / "prediction.mp4"), labelled, fps=20)
 
 
 UNITS = {"psnr": "dB"}

@@ -51,8 +51,8 @@ def test_eval_writes_every_official_file(trained):
             assert frames.dtype == np.uint8
             assert frames.shape == ((ctx if name.endswith("gt_ctx") else t - ctx), 64, 64, 1)
             assert iio.imread(f"{path}.png").shape[:2] == (64, len(frames) * 65 - 1)  # one row, 1-pixel gaps
-    gif = iio.imread(out / "sample0" / "prediction.gif")  # the context, then truth | prediction | error
-    assert len(gif) == t and gif.shape[2] > 3 * 64
+    video = iio.imread(out / "sample0" / "prediction.mp4")
+    assert len(video) == t and video.shape[2] > 3 * 64  # the context, then truth | prediction | error
     for name in OFFICIAL_SUMMARY_FILES:
         assert (out / name).is_file(), name
     for metric in ("ssim", "psnr"):
@@ -64,11 +64,12 @@ def test_eval_writes_every_official_file(trained):
 
 
 def test_eval_is_deterministic_and_one_sample_has_no_best_files(trained):
-    _, a = run_eval(trained, "--num_examples", "2", "--no_save_grid", "true")
+    _, a = run_eval(trained, "--num_examples", "2", "--no_save_grid", "true", "--eval_videos", "1")
     _, b = run_eval(trained, "--num_examples", "2", "--no_save_grid", "true")
     assert (a / "sample0" / "random_sample_1.npz").exists()
     assert not (a / "sample0" / "best_ssim_sample.npz").exists()
     assert not list(a.glob("sample0*/*.png"))
+    assert (a / "sample0" / "prediction.mp4").is_file() and not (a / "sample1" / "prediction.mp4").exists()
     np.testing.assert_array_equal(np.load(a / "ssim_mean.npz")["arr_0"], np.load(b / "ssim_mean.npz")["arr_0"])
 
 
