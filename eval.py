@@ -15,8 +15,9 @@ official code's files (same names and layout, arrays under the key arr_0):
     psnr_mean.npz, psnr_stddev.npz, psnr_range.png          sample's score
 
 and, beyond the official ones: sample<i>/prediction.mp4 for the first eval_videos videos (the context,
-then truth | prediction | error, numbered), per-frame curves of the extra metrics (ssim_range1_*,
-lpips_*), curves.csv, metrics.json and metrics.md (the results per horizon).
+then truth | prediction | error, numbered) and comparison.png (8 of those frames, up to the last),
+per-frame curves of the extra metrics (ssim_range1_*, lpips_*), curves.csv, metrics.json and
+metrics.md (the results per horizon).
 The folder is written as incomplete_eval_step<N>_<time> and renamed when every file is in it, so
 a folder named eval_step* is always a complete result; a stopped or failed evaluation removes it.
 """
@@ -252,6 +253,9 @@ def write_example(out_dir, index, video, preds, curves: dict[str, np.ndarray], s
     if index < config.eval_videos:
         labelled = tools.labelled_video(video[ctx:], preds[order[0]], first_frame=ctx + 1, context=video[:ctx])
         tools.save_video(str(sample_dir / "prediction.mp4"), labelled, fps=20)
+        if grid:  # one picture: the last context frame, then 7 predicted frames spread over the horizon
+            picked = [ctx - 1, *np.unique(np.linspace(ctx, len(video) - 1, 7).round().astype(int))]
+            tools.save_png(str(sample_dir / "comparison.png"), tools.video_grid(labelled[picked], per_row=4, gap=6))
 
 
 UNITS = {"psnr": "dB"}

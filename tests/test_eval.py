@@ -53,6 +53,8 @@ def test_eval_writes_every_official_file(trained):
             assert iio.imread(f"{path}.png").shape[:2] == (64, len(frames) * 65 - 1)  # one row, 1-pixel gaps
     video = iio.imread(out / "sample0" / "prediction.mp4")
     assert len(video) == t and video.shape[2] > 3 * 64  # the context, then truth | prediction | error
+    picture = iio.imread(out / "sample0" / "comparison.png")  # 8 of its frames, in 2 rows of 4
+    assert picture.shape[:2] == (2 * video.shape[1] + 6, 4 * video.shape[2] + 18)
     for name in OFFICIAL_SUMMARY_FILES:
         assert (out / name).is_file(), name
     for metric in ("ssim", "psnr"):
@@ -186,14 +188,16 @@ def test_eval_reduction_matches_the_official_eval_loop(tiny, tmp_path, monkeypat
 
 
 def test_paper_protocol_on_a_tiny_run_writes_the_official_files_and_a_table(trained):
-    config, out = run_eval(trained, "--protocol", "paper", "--num_examples", "2", "--no_save_grid", "true")
+    config, out = run_eval(trained, "--protocol", "paper", "--num_examples", "2", "--no_save_grid", "true", "--lpips")
     assert config.eval_seq_len == 1000 and config.open_loop_ctx == 36
     assert np.load(out / "sample1" / "random_sample_1.npz")["arr_0"].shape == (964, 64, 64, 1)
     for name in OFFICIAL_SUMMARY_FILES:
         assert (out / name).is_file(), name
     table = (out / "metrics.md").read_text()
     assert "protocol: paper" in table and "frames 37-1000 predicted" in table
-    assert "| ssim | 1-100 |" in table and "| psnr | 501-964 |" in table
+    assert "| ssim | 1-100 |" in table and "| psnr | 501-964 |" in table and "| lpips | all |" in table
+    lpips = np.load(out / "lpips_mean.npz")["arr_0"]
+    assert lpips.shape == (964,) and np.all((lpips > 0) & (lpips < 1))  # LPIPS, offline, per predicted frame
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["settings"]["protocol"] == "paper" and summary["num_examples"] == 2
     lines = (trained / "metrics.jsonl").read_text().splitlines()
