@@ -35,6 +35,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 
 import imageio.v2 as imageio
@@ -397,7 +398,9 @@ def save_video(path: str, frames: np.ndarray, fps: int = 10) -> None:
         if path.lower().endswith(".gif"):
             imageio.mimwrite(tmp, list(frames), format="gif", duration=1000 / fps, loop=0)
         else:
-            imageio.mimwrite(tmp, list(frames), format="FFMPEG", fps=fps, macro_block_size=1)
+            with warnings.catch_warnings():  # the ffmpeg child execs at once: JAX's fork warning does not apply
+                warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+                imageio.mimwrite(tmp, list(frames), format="FFMPEG", fps=fps, macro_block_size=1)
 
 
 def plot_metric(
