@@ -11,7 +11,7 @@ checkpoints and its wandb run. Training writes, and evaluation reads, one folder
         eval_step<N>_<time>/  an evaluation (eval.py); incomplete_eval_... while it is written
 
 The run name is a readable prefix of the main keys plus a hash of every result-changing key
-(`Config.run_hash`), or --run_name, or under a wandb sweep the wandb run's id.
+(`Config.run_hash`), or --run_name, or under a wandb sweep sweep-<id>/<the swept values>.
 """
 
 from __future__ import annotations
@@ -193,11 +193,11 @@ def fs_message(e: OSError, doing: str) -> str:
 # --- which folder, and is it the same experiment ------------------------------------------------
 
 
-def name_run(config: Config, wandb_run_id: str | None = None) -> Config:
-    """Fix the run's folder name: --run_name, else the sweep's wandb run id, else prefix + hash."""
+def name_run(config: Config) -> Config:
+    """Fix the run's folder name: --run_name (in a sweep, name_trial's), else prefix + hash."""
     if config.run_name is not None:
         return config
-    return dataclasses.replace(config, run_name=wandb_run_id or config.default_run_name())
+    return dataclasses.replace(config, run_name=config.default_run_name())
 
 
 def name_trial(config: Config) -> Config:

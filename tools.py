@@ -291,19 +291,6 @@ def save_npz(path: str, *arrays: np.ndarray, **named: np.ndarray) -> None:
         np.savez_compressed(f, *map(np.asarray, arrays), **{k: np.asarray(v) for k, v in named.items()})
 
 
-def prediction_strip(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Ground truth, prediction and |error| stacked vertically: (T, H, W, C) -> uint8 (T, 3H, W, C)."""
-    gt, pred = np.clip(gt, 0.0, 1.0), np.clip(pred, 0.0, 1.0)
-    assert gt.shape == pred.shape, f"gt {gt.shape} vs pred {pred.shape}"
-    return to_uint8(np.concatenate([gt, pred, np.abs(gt - pred)], axis=-3))
-
-
-def side_by_side(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Ground truth left of prediction: (T, H, W, C) floats in [0, 1] -> uint8 (T, H, 2W, C)."""
-    assert np.shape(gt) == np.shape(pred), f"gt {np.shape(gt)} vs pred {np.shape(pred)}"
-    return to_uint8(np.concatenate([gt, pred], axis=-2))
-
-
 LABEL_PANELS = ("truth", "prediction", "error")
 
 

@@ -137,16 +137,6 @@ def test_save_npz_round_trips(tmp_path):
             np.testing.assert_array_equal(data[key], value)
 
 
-def test_prediction_strip_stacks_truth_prediction_error():
-    gt = np.zeros((3, 8, 6, 1), np.float32)
-    pred = np.full((3, 8, 6, 1), 1.5, np.float32)  # unclipped prediction
-    strip = tools.prediction_strip(gt, pred)
-    assert strip.shape == (3, 24, 6, 1) and strip.dtype == np.uint8
-    assert np.all(strip[:, :8] == 0) and np.all(strip[:, 8:16] == 255) and np.all(strip[:, 16:] == 255)
-    assert tools.side_by_side(gt, pred).shape == (3, 8, 12, 1)
-
-
-@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # ffmpeg subprocess
 @pytest.mark.parametrize("name,shape", [("v.mp4", (5, 24, 30, 1)), ("v.gif", (5, 24, 30, 3))])
 def test_save_video_writes_readable_frames(tmp_path, name, shape):
     frames = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
