@@ -387,6 +387,7 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
         f"key 'seed' got {c.seed}; must be an integer in [0, 2**32) = [0, {2**32 - 1}] or null (drawn and saved)",
     )
     check(c.max_steps is None or c.max_steps >= 0, f"key 'max_steps' got {c.max_steps}; must be >= 0 or null")
+    check(c.eval_videos >= 0, f"key 'eval_videos' got {c.eval_videos}; must be >= 0 (0: no videos)")
     check(c.lr > 0, f"key 'lr' got {c.lr}; must be > 0")
     check(c.dec_stddev > 0, f"key 'dec_stddev' got {c.dec_stddev}; must be > 0")
     check(c.ssim_data_range > 0, f"key 'ssim_data_range' got {c.ssim_data_range}; must be > 0")

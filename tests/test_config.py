@@ -49,6 +49,7 @@ def test_paper_configs_hold_paper_values():
         (["--open_loop_ctx", "30"], "key 'open_loop_ctx' got 30; must be a positive multiple of"),
         (["--eval_seq_len", "36"], "key 'eval_seq_len' got 36; must be greater than open_loop_ctx = 36"),
         (["--seq_len", "0"], "key 'seq_len' got 0; must be >= 1"),
+        (["--eval_videos", "-1"], "key 'eval_videos' got -1; must be >= 0"),
         (["--use_obs", "TT"], "key 'use_obs' got 'TT'; expected 3 letters T or F"),
         (["--dataset", "kth"], "key 'dataset' got 'kth'; valid: mmnist, mazes, minerl"),
     ],
