@@ -36,6 +36,7 @@ import os
 import sys
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Iterator
 
 import imageio.v2 as imageio
@@ -274,6 +275,12 @@ def progress_bar(enabled: bool, total: int, unit: str, desc: str | None = None, 
     return tqdm(total=total, initial=initial, unit=unit, desc=desc, dynamic_ncols=True, file=sys.stdout)
 
 
+# zlib level of the PNG and NPZ files. Level 1: on an evaluation's 964-frame predictions it took
+# 0.05 s per array and 0.15 s per grid, against 0.42 s and 0.53 s at the usual level 6, for files
+# about 20% larger; evaluation writes six of them per test video.
+ZLIB_LEVEL = 1
+
+
 def save_png(path: str, image: np.ndarray) -> None:
     """Writes a uint8 image (H, W) or (H, W, C) as PNG; one channel is stored as greyscale."""
     image = np.asarray(image)
@@ -281,14 +288,17 @@ def save_png(path: str, image: np.ndarray) -> None:
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
     with atomic_path(path) as tmp:
-        imageio.imwrite(tmp, image, format="png")
+        imageio.imwrite(tmp, image, format="png", compress_level=ZLIB_LEVEL)
 
 
 def save_npz(path: str, *arrays: np.ndarray, **named: np.ndarray) -> None:
-    """Writes arrays to one compressed NPZ file: positional ones as arr_0, arr_1, ... (as np.savez),
-    the others by name."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, *map(np.asarray, arrays), **{k: np.asarray(v) for k, v in named.items()})
+    """Writes arrays to one compressed NPZ file (np.load reads it): positional ones as arr_0, arr_1,
+    ... (as np.savez), the others by name."""
+    items = {f"arr_{i}": a for i, a in enumerate(arrays)} | named
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=ZLIB_LEVEL) as z:
+        for name, array in items.items():
+            with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
 
 
 LABEL_PANELS = ("truth", "prediction", "error")
@@ -387,7 +397,16 @@ def save_video(path: str, frames: np.ndarray, fps: int = 10) -> None:
         else:
             with warnings.catch_warnings():  # the ffmpeg child execs at once: JAX's fork warning does not apply
                 warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
-                imageio.mimwrite(tmp, list(frames), format="FFMPEG", fps=fps, macro_block_size=1)
+                # x264's veryfast preset: 2.3x faster than its default (medium) on 1000-frame eval
+                # videos, 12% larger; evaluation writes one per video of the first eval_videos
+                imageio.mimwrite(
+                    tmp,
+                    list(frames),
+                    format="FFMPEG",
+                    fps=fps,
+                    macro_block_size=1,
+                    ffmpeg_params=["-preset", "veryfast"],
+                )
 
 
 def plot_metric(
