@@ -63,6 +63,32 @@ def test_eval_writes_every_official_file(trained):
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["num_examples"] == 3 and 0 < summary["ssim_mean"] <= 1
     assert summary["settings"]["ssim_data_range"] == 2.0
+    seconds = summary["seconds"]  # the evaluation's stopwatch: 2 batches (eval_batch_size 2), files behind them
+    phases = {"data", "rollout (first batch, with compiling)", "rollout", "metrics", "files (background)", "files"}
+    assert phases <= set(seconds) and all(seconds[k] >= 0 for k in phases)
+    assert seconds["frames_per_second"] == pytest.approx(3 * 3 * (t - ctx) / seconds["total"], rel=0.01)
+
+
+def test_background_writer_keeps_order_raises_a_failed_write_and_stops_submitting():
+    written = []
+
+    def write(i):
+        if i == 2:
+            raise OSError(28, "No space left on device")
+        written.append(i)
+
+    writer = eval_lib.BackgroundWriter(eval_lib.Stopwatch(), depth=1)
+    submitted = []
+    with pytest.raises(OSError, match="No space"):
+        try:
+            for i in range(6):
+                writer.submit(write, i)
+                submitted.append(i)
+            writer.finish()
+        finally:
+            writer.close()
+    assert written[:2] == [0, 1] and 2 not in written  # in order
+    assert submitted == [0, 1, 2, 3]  # one batch waits behind the one being written; the failure stops the loop
 
 
 def test_eval_is_deterministic_and_one_sample_has_no_best_files(trained):
