@@ -19,6 +19,24 @@ from errors import RunFailure, UserError
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def use_compilation_cache() -> str | None:
+    """Keeps the XLA programs that train.py and eval.py compile in a folder (JAX's persistent
+    cache), so that a rerun of the same config and shapes skips compiling: the mmnist train step
+    takes about a minute to compile on 2 cores, the 1000-frame rollout 15 s. The folder is
+    $JAX_COMPILATION_CACHE_DIR when set, else $XDG_CACHE_HOME/cwvae-jax/xla (~/.cache/...);
+    JAX_ENABLE_COMPILATION_CACHE=false turns it off. Returns the folder, or None when off."""
+    import jax
+
+    if os.environ.get("JAX_ENABLE_COMPILATION_CACHE", "").lower() in ("0", "false"):
+        return None
+    folder = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    if not folder:
+        home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        folder = os.path.join(home, "cwvae-jax", "xla")
+        jax.config.update("jax_compilation_cache_dir", folder)
+    return folder
+
+
 _UNDO_ON_STOP: list[Callable[[], Any]] = []  # what a stop by a signal removes (partial outputs)
 
 

@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def run():
         distributed.initialize()  # before anything touches a device
+        cli.use_compilation_cache()
         config = cfg_lib.parse(argv, jax.device_count())
         if runs.in_sweep() and config.run_name is None:  # the trial's folder is named after its values
             config = dataclasses.replace(config, run_name=cfg_lib.trial_name(argv))

@@ -86,6 +86,21 @@ def test_second_run_of_same_config_does_not_recompile(tiny, tmp_path):
     assert first > 0 and len(compiles) == first, f"{len(compiles) - first} compilations in the second run"
 
 
+def test_scripts_keep_compiled_programs_in_a_user_cache_folder_unless_told_otherwise(monkeypatch, tmp_path):
+    import cli
+
+    updates = {}
+    monkeypatch.setattr(jax.config, "update", lambda name, value: updates.__setitem__(name, value))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+    expected = str(tmp_path / "cwvae-jax" / "xla")
+    assert cli.use_compilation_cache() == expected and updates == {"jax_compilation_cache_dir": expected}
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "mine"))  # JAX reads it itself
+    assert cli.use_compilation_cache() == str(tmp_path / "mine") and len(updates) == 1
+    monkeypatch.setenv("JAX_ENABLE_COMPILATION_CACHE", "false")
+    assert cli.use_compilation_cache() is None and len(updates) == 1
+
+
 def test_non_finite_loss_stops_with_the_step(tiny):
     with pytest.raises(train.TrainingError, match="non-finite loss .* at step 1;"):
         train.train(tiny(max_steps=3, dec_stddev=1e-30))
