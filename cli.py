@@ -22,7 +22,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def use_compilation_cache() -> str | None:
     """Keeps the XLA programs that train.py and eval.py compile in a folder (JAX's persistent
     cache), so that a rerun of the same config and shapes skips compiling: the mmnist train step
-    takes about a minute to compile on 2 cores, the 1000-frame rollout 15 s. The folder is
+    takes about a minute to compile on 2 cores, the 1000-frame rollout about 11 s. The folder is
     $JAX_COMPILATION_CACHE_DIR when set, else $XDG_CACHE_HOME/cwvae-jax/xla (~/.cache/...);
     JAX_ENABLE_COMPILATION_CACHE=false turns it off. Returns the folder, or None when off."""
     import jax
