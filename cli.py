@@ -24,7 +24,8 @@ def use_compilation_cache() -> str | None:
     cache), so that a rerun of the same config and shapes skips compiling: the mmnist train step
     takes about a minute to compile on 2 cores, the 1000-frame rollout about 11 s. The folder is
     $JAX_COMPILATION_CACHE_DIR when set, else $XDG_CACHE_HOME/cwvae-jax/xla (~/.cache/...);
-    JAX_ENABLE_COMPILATION_CACHE=false turns it off. Returns the folder, or None when off."""
+    JAX_ENABLE_COMPILATION_CACHE=false turns it off. Returns the folder, or None when off (or
+    when the default folder cannot be made)."""
     import jax
 
     if os.environ.get("JAX_ENABLE_COMPILATION_CACHE", "").lower() in ("0", "false"):
@@ -33,6 +34,11 @@ def use_compilation_cache() -> str | None:
     if not folder:
         home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         folder = os.path.join(home, "cwvae-jax", "xla")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:  # an unwritable home: run without the cache (JAX warned on every compile)
+            print(f"note: no compilation cache ({folder}: {e.strerror})", file=sys.stderr)
+            return None
         jax.config.update("jax_compilation_cache_dir", folder)
     return folder
 

@@ -95,6 +95,9 @@ def test_scripts_keep_compiled_programs_in_a_user_cache_folder_unless_told_other
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
     expected = str(tmp_path / "cwvae-jax" / "xla")
     assert cli.use_compilation_cache() == expected and updates == {"jax_compilation_cache_dir": expected}
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # not a folder: no cache, one note
+    assert cli.use_compilation_cache() is None and len(updates) == 1
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "mine"))  # JAX reads it itself
     assert cli.use_compilation_cache() == str(tmp_path / "mine") and len(updates) == 1
     monkeypatch.setenv("JAX_ENABLE_COMPILATION_CACHE", "false")
