@@ -50,9 +50,22 @@ def build_model(config: Config, rngs: nnx.Rngs) -> cwvae.CWVAE:
     return cnns.use_kernels(model, kernels.resolve(config.conv_impl))
 
 
+# Initialising op by op compiles some fifty small programs, most of the time going to XLA:CPU's LLVM
+# optimisation of the initialisers' threefry hashes: 9-13 s in a fresh process (2-core CPU). One jitted
+# program at optimisation level 1 takes 4-5 s in all and gives the same bits (tests/test_train.py checks
+# it); level 0 changes the orthogonal GRU kernels in the last bit.
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
+
 def init_model(config: Config) -> tuple[nnx.GraphDef, nnx.State]:
-    """The model's graph definition and parameters, initialised from the run's seed."""
-    return nnx.split(build_model(config, nnx.Rngs(params=stream_key(config.seed, Stream.PARAMS))))
+    """The model's graph definition and parameters, initialised from the run's seed in one compiled program."""
+    graphdef, _ = abstract_model(config)
+
+    def init(key: jax.Array) -> nnx.State:
+        return nnx.state(cwvae.CWVAE(cwvae.ModelConfig.from_config(config), rngs=nnx.Rngs(params=key)))
+
+    options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    return graphdef, jax.jit(init, compiler_options=options)(stream_key(config.seed, Stream.PARAMS))
 
 
 def abstract_model(config: Config) -> tuple[nnx.GraphDef, nnx.State]:

@@ -72,7 +72,8 @@ def fingerprint(logdir: pathlib.Path, extra: list[str]) -> dict:
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     (metrics_file,) = result.exp_dir.glob("eval*/metrics.json")
     metrics = json.loads(metrics_file.read_text())
-    out["eval_metrics"] = {k: v for k, v in metrics.items() if "time" not in k and "dir" not in k}
+    timings = ("time", "dir", "seconds")  # when and where it ran, and how long each phase took
+    out["eval_metrics"] = {k: v for k, v in metrics.items() if not any(word in k for word in timings)}
     out["eval_arrays"] = {
         str(p.relative_to(metrics_file.parent)): _digest(np.load(p)[k] for k in sorted(np.load(p).files))
         for p in sorted(metrics_file.parent.rglob("*.npz"))
