@@ -1,7 +1,9 @@
 """Test setup: two simulated CPU devices (so data-parallel code runs sharded) and tiny configs."""
 
+import atexit
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 
@@ -10,8 +12,11 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 # One compilation cache for this session's tests and the scripts they start: the many runs of the
-# tiny model compile once. Fresh per session, so a test that counts compilations still sees them.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="cwvae-jax-cache-"))
+# tiny model compile once. Fresh per session (and removed at its end), so a test that counts
+# compilations still sees them.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="cwvae-jax-cache-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # Scripts the tests start get huge pages from the start instead of restarting (hugepages.py).

@@ -132,12 +132,16 @@ def final_params(folder):
     return step, {jax.tree_util.keystr(k): np.asarray(x) for k, x in jax.tree_util.tree_leaves_with_path(params)}
 
 
+# No summaries and no checkpoints but the last: the runs compile the train step only.
+QUIET = dict(save_model_every=100000, save_named_model_every=100000, save_scalars_every=100000, save_gifs=False)
+
+
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory):
     """'split': two processes stopped by SIGTERM at step S, then resumed to S + 3; 'whole': two
     processes from 0 to S + 3 uninterrupted. Returns (tmp, S + 3)."""
     tmp = tmp_path_factory.mktemp("multiprocess")
-    args = tiny_args(tmp, save_model_every=100000, save_named_model_every=100000, save_scalars_every=100000)
+    args = tiny_args(tmp, **QUIET)
     generators.ensure_generated(cfg_lib.parse(args), "train", progress=False)  # before the processes race to it
     generators.ensure_generated(cfg_lib.parse(args), "test", progress=False)
     split = launch([*args, "--run_name", "split", "--max_steps", "100000", "--num_epochs", "1000"], tmp)
@@ -163,7 +167,7 @@ def test_two_processes_train_like_one_process_with_two_devices(two_process_runs,
     tmp, total = two_process_runs
     step, two = final_params(tmp / "logs" / "mmnist" / "whole")
     assert step == total and jax.device_count() == 2  # conftest: two simulated devices in this process
-    one = train.train(tiny(run_name="one", max_steps=total, num_epochs=1000, save_scalars_every=100000))
+    one = train.train(tiny(run_name="one", max_steps=total, num_epochs=1000, **QUIET))
     one = {jax.tree_util.keystr(k): np.asarray(x) for k, x in jax.tree_util.tree_leaves_with_path(one.params)}
     diff = max(float(np.max(np.abs(two[k] - one[k])) / (np.max(np.abs(one[k])) + 1e-30)) for k in one)
     assert diff <= 1e-6, f"max relative parameter difference {diff:.3g}"
