@@ -60,12 +60,17 @@ INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 def init_model(config: Config) -> tuple[nnx.GraphDef, nnx.State]:
     """The model's graph definition and parameters, initialised from the run's seed in one compiled program."""
     graphdef, _ = abstract_model(config)
+    return graphdef, _initialiser(cwvae.ModelConfig.from_config(config))(stream_key(config.seed, Stream.PARAMS))
+
+
+@functools.cache
+def _initialiser(model_config: cwvae.ModelConfig) -> Callable[[jax.Array], nnx.State]:
+    """The compiled initialiser of a model (cached per model, as the steps are)."""
 
     def init(key: jax.Array) -> nnx.State:
-        return nnx.state(cwvae.CWVAE(cwvae.ModelConfig.from_config(config), rngs=nnx.Rngs(params=key)))
+        return nnx.state(cwvae.CWVAE(model_config, rngs=nnx.Rngs(params=key)))
 
-    options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-    return graphdef, jax.jit(init, compiler_options=options)(stream_key(config.seed, Stream.PARAMS))
+    return jax.jit(init, compiler_options=INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None)
 
 
 def abstract_model(config: Config) -> tuple[nnx.GraphDef, nnx.State]:
