@@ -7,8 +7,19 @@ import shutil
 import sys
 import tempfile
 
+# XLA:CPU compiles the suite's programs at optimisation level 1 instead of 2: a third less time in
+# the compiler, which is most of what the suite does. Tests compare runs compiled alike, or references
+# to a float tolerance; the test of init_model's bits runs at the default level (test_train.py).
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=1"
+
+
+def xla_flags(devices: int) -> str:
+    """XLA_FLAGS for the tests' processes: `devices` simulated CPU devices, compiled as above."""
+    return f"--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}"
+
+
 # Before JAX is imported anywhere: two host devices, like a 2-device data-parallel machine.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+os.environ.setdefault("XLA_FLAGS", xla_flags(2))
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 # One compilation cache for this session's tests and the scripts they start: the many runs of the

@@ -11,14 +11,14 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, tiny_args
+from conftest import ROOT, tiny_args, xla_flags
 from test_runs import one_line_exit_2
 
 EVAL_KEYS = {"num_examples": 3, "eval_batch_size": 3, "eval_seq_len": 14}  # open_loop_ctx 8 + 6 predicted frames
 
 
 def devices(n):
-    return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+    return {"XLA_FLAGS": xla_flags(n)}
 
 
 def env(**extra):

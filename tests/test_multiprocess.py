@@ -17,7 +17,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_args
+from conftest import ROOT, tiny_args, xla_flags
 
 import config as cfg_lib
 import data
@@ -104,7 +104,7 @@ def launch(argv: list[str], log_dir, script: str = "train.py") -> list[subproces
     procs = []
     for p in (0, 1):
         env = {k: v for k, v in os.environ.items() if k not in distributed.ENV_VARS}
-        env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1", WANDB_MODE="disabled")
+        env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1), WANDB_MODE="disabled")
         env.update(JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(p))
         log = open(log_dir / f"log_{len(list(log_dir.glob('log_*')))}_{p}.txt", "w")  # noqa: SIM115
         procs.append(subprocess.Popen([sys.executable, str(ROOT / script), *argv], env=env, stdout=log, stderr=log))
