@@ -61,3 +61,16 @@ def tiny(tmp_path):
     import config as cfg_lib
 
     return lambda *argv, **overrides: cfg_lib.parse(tiny_args(tmp_path, *argv, **overrides))
+
+
+@pytest.fixture(scope="session")
+def blob_clips_i3d():
+    """Four 16-frame 64x64 grey clips of moving blobs (bench.blob_frames, seeds 0-3) and their I3D
+    logits (tools.i3d_features, batch 4): the FVD tests share one run of I3D."""
+    import numpy as np
+
+    import bench
+    import tools
+
+    clips = np.stack([bench.blob_frames(16, (64, 64, 1), seed=s) for s in range(4)])
+    return clips, tools.i3d_features(clips, batch_size=4)

@@ -257,11 +257,10 @@ def test_fvd_clips_first_or_all():
         tools.fvd_clips(videos[:, :10])
 
 
-def test_fvd_is_zero_on_itself_grows_with_noise_and_repeats():
+def test_fvd_is_zero_on_itself_grows_with_noise_and_repeats(blob_clips_i3d):
     rng = np.random.default_rng(0)
-    real = np.stack([bench.blob_frames(16, (64, 64, 1), seed=s) for s in range(4)])
+    real, real_feats = blob_clips_i3d
     noisy = np.clip(real + rng.normal(0, 0.3, real.shape), 0, 1).astype(np.float32)
-    real_feats = tools.i3d_features(real, batch_size=4)
     assert real_feats.shape == (4, 400) and real_feats.dtype == np.float64
     self_fvd = tools.frechet_distance(real_feats, real_feats)
     noisy_fvd = tools.fvd(real, noisy, batch_size=4, real_feats=real_feats)
