@@ -54,7 +54,7 @@ def trained(tmp_path_factory):
     """A tiny run trained for 2 steps on ONE device with batch_size 3 (not divisible by 2), small
     eval keys; returns its folder. Tests copy it before writing into it."""
     tmp = tmp_path_factory.mktemp("faults")
-    args = tiny_args(tmp, max_steps=2, save_model_every=2, batch_size=3, **EVAL_KEYS)
+    args = tiny_args(tmp, max_steps=2, save_model_every=2, batch_size=3, save_gifs=False, **EVAL_KEYS)
     out = script("train.py", *args, **devices(1))
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     [run] = run_folders(tmp / "logs")

@@ -295,7 +295,8 @@ def test_a_sweep_trial_runs_from_a_fresh_shell_into_its_own_folder_and_reruns_in
     if not python.exists():
         pytest.skip(f"{python} is made by `make setup`")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "WANDB_MODE": "disabled", "WANDB_SWEEP_ID": "abc123"}
-    env |= {k: os.environ[k] for k in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR") if k in os.environ}
+    # and the suite's compile settings and cache, and huge pages from the start (not by a restart)
+    env |= {k: v for k, v in os.environ.items() if k.startswith(("XLA_", "JAX_")) or k == "GLIBC_TUNABLES"}
     files = ["--datadir", str(tmp_path / "data"), "--logdir", str(tmp_path / "logs"), "--progress", "false"]
 
     def trial(steps: int) -> str:
