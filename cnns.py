@@ -95,12 +95,15 @@ class Decoder(nnx.Module):
         self.dense = nnx.Linear(in_features, self.feat, kernel_init=GLOROT, rngs=rngs)
         chans = [self.feat, 4 * width, 2 * width, width, config.channels]
         sizes = [5, 5, 6, 6]  # kernel sizes: 1 -> 5 -> 13 -> 30 -> 64 pixels
+        # The last layer, which draws the frame, stays float32 under bfloat16: rounding the predicted
+        # frame to bf16 cost the 300-step demo 0.11-0.15 of open-loop SSIM at equal loss.
+        dtypes = [self.dtype] * (len(sizes) - 1) + [jnp.float32]
         self.deconvs = nnx.List(
             [
                 nnx.ConvTranspose(
-                    cin, cout, (k, k), strides=2, padding="VALID", kernel_init=GLOROT, dtype=self.dtype, rngs=rngs
+                    cin, cout, (k, k), strides=2, padding="VALID", kernel_init=GLOROT, dtype=dtype, rngs=rngs
                 )
-                for cin, cout, k in zip(chans[:-1], chans[1:], sizes)
+                for cin, cout, k, dtype in zip(chans[:-1], chans[1:], sizes, dtypes)
             ]
         )
 
@@ -112,7 +115,7 @@ class Decoder(nnx.Module):
         h = self.dense(states).reshape(b * t, 1, 1, self.feat).astype(self.dtype)
         for i in range(len(self.deconvs) - 1):
             h = jax.nn.leaky_relu(self._deconv(i, h), 0.2)
-        h = jnp.tanh(self._deconv(len(self.deconvs) - 1, h).astype(jnp.float32))
+        h = jnp.tanh(self._deconv(len(self.deconvs) - 1, h.astype(jnp.float32)))
         size = self.frame_size
         assert h.shape[1:3] == (size, size), f"Decoder produced {h.shape}, expected {size}x{size} frames"
         return h.reshape(b, t, *h.shape[1:])
