@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -41,6 +43,20 @@ def use_compilation_cache() -> str | None:
             return None
         jax.config.update("jax_compilation_cache_dir", folder)
     return folder
+
+
+def command(script: str, *args: object) -> str:
+    """A command line to run `script` (a script beside this module) with `args`, that works when pasted
+    into the shell that ran this process: this process's interpreter (a venv's python, which `python`
+    may not be) and paths that resolve from the current folder (relative when below it)."""
+
+    def short(path: str | os.PathLike) -> str:
+        path = os.path.abspath(path)
+        relative = os.path.relpath(path)
+        return relative if not relative.startswith("..") else path
+
+    script_path = pathlib.Path(__file__).resolve().parent / script
+    return shlex.join([short(sys.executable), short(script_path), *map(str, args)])
 
 
 _UNDO_ON_STOP: list[Callable[[], Any]] = []  # what a stop by a signal removes (partial outputs)

@@ -24,7 +24,7 @@ GLOROT = nnx.initializers.xavier_uniform()  # Keras' glorot_uniform, as in the o
 def use_kernels(model: nnx.Module, form: str) -> nnx.Module:
     """Run every Encoder and Decoder inside `model` with the convolution kernels of `form`
     (`kernels.resolve(config.conv_impl)`); the parameters are unchanged."""
-    for _, module in model.iter_modules():
+    for _, module in nnx.iter_modules(model):
         if isinstance(module, (Encoder, Decoder)):
             module.form = form
     return model

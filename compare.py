@@ -17,7 +17,8 @@ evaluation still gets a row (the training columns). Writes into --out (default
 
 Runs evaluated with different settings (context frames, SSIM data range, ...) are still
 compared, with a note naming the difference. Reads files only (no model, no checkpoint): numpy
-and matplotlib, and tools for the atomic writes (tools imports JAX: about 3 s of start-up).
+and matplotlib, media for the atomic writes, and tools for the metrics' titles and units (tools
+imports JAX: about 3 s of start-up).
 """
 
 from __future__ import annotations
@@ -46,16 +47,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+import logger
+import media
 import runs
 import tools
 from errors import UserError
 
-EVAL_SUMMARY = "metrics.json"  # eval.py's summary in an evaluation folder
-
-CURVE_METRICS = ("ssim", "psnr", "ssim_range1", "lpips")  # plotted when an evaluation has their curves
+CURVE_METRICS = tuple(tools.METRICS)  # plotted when an evaluation has their curves
 REQUIRED_CURVES = ("ssim", "psnr")  # every evaluation has these
-TITLES = {"ssim": "SSIM", "psnr": "PSNR", "ssim_range1": "SSIM (data range 1)", "lpips": "LPIPS"}
-UNITS = {"psnr": "dB", "lpips": "lower is better"}
 CONTEXT_LINES = ("--", "-.", ":")  # one dashed style per distinct context length
 SETTINGS_COMPARED = ("dataset", "protocol", "open_loop_ctx", "eval_seq_len", "ssim_data_range", "use_obs")
 
@@ -75,6 +74,7 @@ class RunResult:
     eval_dir: pathlib.Path | None = None
     summary: dict[str, Any] | None = None  # the evaluation's metrics.json
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)  # (mean, std)
+    skipped: str | None = None  # which lines of metrics.jsonl did not read (a line cut by a killed run)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -99,18 +99,10 @@ def newest_eval(run: pathlib.Path) -> pathlib.Path | None:
     return (runs.RunFolder(run).evaluations() or [None])[-1]
 
 
-def is_eval_folder(path: pathlib.Path) -> bool:
-    return (
-        path.is_dir()
-        and not runs.RunFolder(path).config_file.is_file()
-        and (bool(runs.EVAL_NAME.match(path.name)) or (path / EVAL_SUMMARY).is_file())
-    )
-
-
 def _read_summary(folder: pathlib.Path) -> dict[str, Any]:
-    path = folder / EVAL_SUMMARY
+    path = runs.EvalFolder(folder).summary
     if not path.is_file():
-        raise CompareError(f"'{path}' is missing; an evaluation folder holds {EVAL_SUMMARY} (written by eval.py)")
+        raise CompareError(f"'{path}' is missing; an evaluation folder holds {path.name} (written by eval.py)")
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -137,7 +129,7 @@ def read_curves(folder: pathlib.Path, frames: int | None) -> dict[str, tuple[np.
     the others when present. `frames`: the number of predicted frames, checked when known."""
     curves = {}
     for metric in CURVE_METRICS:
-        paths = [folder / f"{metric}_{kind}.npz" for kind in ("mean", "stddev")]
+        paths = [runs.EvalFolder(folder).curve(metric, kind) for kind in ("mean", "stddev")]
         if metric not in REQUIRED_CURVES and not all(p.is_file() for p in paths):
             continue
         for path in paths:
@@ -170,9 +162,9 @@ def load(folder: str | pathlib.Path, label: str | None = None) -> RunResult:
     expected = "a run folder (with config.yml) or an evaluation folder (eval_step<N>_<time>)"
     if not path.exists():
         raise CompareError(f"'{folder}' does not exist; pass {expected}")
-    if path.name.startswith(runs.INCOMPLETE):
+    if runs.EvalFolder.is_incomplete(path):
         raise CompareError(f"'{folder}' is an unfinished evaluation; pass a finished eval_step* folder or its run")
-    if is_eval_folder(path):
+    if runs.EvalFolder.is_one(path):
         run_dir, eval_dir = path.parent, path
     elif runs.RunFolder(path).config_file.is_file():
         run_dir, eval_dir = path, newest_eval(path)
@@ -180,8 +172,11 @@ def load(folder: str | pathlib.Path, label: str | None = None) -> RunResult:
         raise CompareError(
             f"'{folder}' is neither a run folder (no config.yml) nor an evaluation folder; pass {expected}"
         )
-    training, last_step = final_values(runs.read_metrics(runs.RunFolder(run_dir).metrics_file))
+    metrics_file = runs.RunFolder(run_dir).metrics_file
+    metrics = logger.read_metrics(metrics_file)
+    training, last_step = final_values(metrics.steps)
     result = RunResult(label or run_dir.resolve().name, path, training, last_step, eval_dir)
+    result.skipped = metrics.skipped_note(metrics_file)
     if eval_dir is not None:
         result.summary = _read_summary(eval_dir)
         result.curves = read_curves(eval_dir, _predicted_frames(result.summary))
@@ -192,7 +187,7 @@ def default_labels(folders: Sequence[str | pathlib.Path]) -> list[str]:
     """Each folder's run name (an evaluation folder's: its run's); names given twice (two evaluations
     of one run, runs of two datasets) get the folder's parent too, e.g. 'mmnist/run' or 'run/eval_step20_...'."""
     paths = [pathlib.Path(f).resolve() for f in folders]
-    names = [(p.parent if is_eval_folder(p) else p).name for p in paths]
+    names = [(p.parent if runs.EvalFolder.is_one(p) else p).name for p in paths]
     return [f"{p.parent.name}/{p.name}" if names.count(n) > 1 else n for p, n in zip(paths, names)]
 
 
@@ -258,7 +253,7 @@ def markdown(results: Sequence[RunResult]) -> str:
     """The table as GitHub markdown (scores rounded for reading; table.csv has them in full)."""
     header, rows = table(results)
     fmts = {c.header: c.fmt for c in COLUMNS}
-    return tools.markdown_table(header, [[_cell(v, fmts[h]) for h, v in zip(header, row)] for row in rows])
+    return media.markdown_table(header, [[_cell(v, fmts[h]) for h, v in zip(header, row)] for row in rows])
 
 
 def csv_text(results: Sequence[RunResult]) -> str:
@@ -319,13 +314,13 @@ def plot_curves(path: pathlib.Path, metric: str, results: Sequence[RunResult]) -
         handles.append(ax.axvline(ctx + 0.5, color="0.3", ls=style, lw=1, label=f"end of context (frame {ctx})"))
     ax.set_xlim(left=contexts[0])  # the context's end in view, at the left
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    name = TITLES.get(metric, metric)
+    name = tools.METRICS[metric].title
     ax.set_title(_plot_title(name, plotted), fontsize=10)
     ax.set_xlabel("video frame")
-    ax.set_ylabel(f"{name} ({UNITS[metric]})" if metric in UNITS else name)
+    ax.set_ylabel(tools.METRICS[metric].axis_label)
     ax.grid(alpha=0.3)
     fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncols=2, frameon=False)
-    with tools.atomic_path(path) as tmp:
+    with media.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
 
 
@@ -366,8 +361,8 @@ def compare(folders: Sequence[str | pathlib.Path], out: str | pathlib.Path, labe
     try:
         out.mkdir(parents=True, exist_ok=True)
         written = [out / "table.md", out / "table.csv"]
-        tools.write_text(written[0], markdown(results) + "\n" + "".join(f"\nNote: {n}.\n" for n in notes))
-        tools.write_text(written[1], csv_text(results))
+        media.write_text(written[0], markdown(results) + "\n" + "".join(f"\nNote: {n}.\n" for n in notes))
+        media.write_text(written[1], csv_text(results))
         for metric in CURVE_METRICS:
             if any(metric in r.curves for r in results):
                 written.append(out / f"{metric}.png")
@@ -399,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         out = args.out or f"compare_{time.strftime('%Y%m%d-%H%M%S')}"
         results, written = compare(args.folders, out, labels)
         print(markdown(results))
-        for note in differences(results):
+        for note in differences(results) + [r.skipped for r in results if r.skipped]:
             print(f"note: {note}")
         for r in results:
             print(f"{r.label}: {r.eval_dir or 'no evaluation'}")

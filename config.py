@@ -4,8 +4,13 @@ Values come from, in rising priority: the dataclass defaults below, the YAML fil
 given by ``--config``, the command line (``--key value`` or ``--key=value``, as a wandb
 sweep agent passes them: ``None`` for null, ``16.0`` for an int), and wandb's run config
 (sweeps). Every error in them is a ``ConfigError`` (errors.py) whose message names the key, file
-or value and what is valid; the scripts print it on one line (cli.py). `--help` lists every key
-with the doc string of its field.
+or value and what is valid; the scripts print it on one line (cli.py). Each key is declared once,
+with its default, its one-line help and its group in `--help` (`key`).
+
+The model's keys live in ``ModelKeys``; the run's config (``Config``) inherits them as flat keys
+(``--levels 3``), and the model's own config (``ModelConfig``) adds what the dataset fixes (frame
+size, channels). This module is below the model: it imports no model module, nor JAX. What only the
+model can check (the cell type, the convolution form) is checked there (``steps.check_model_keys``).
 
 Keys are of two kinds: those that change what a run learns (the model, the loss, the
 data, the optimisation, the seed), which identify the experiment and name its folder,
@@ -31,80 +36,146 @@ import yaml
 import dataspec
 from errors import ConfigError
 
+# The groups of keys in --help, in its order: what a key is about. Every key names one.
+GROUPS = {
+    "model": "model (the network and its loss)",
+    "data": "data",
+    "training": "training",
+    "evaluation": "evaluation (training's validation, and eval.py)",
+    "output": "output (where files go, how often, what is shown)",
+    "eval": "eval.py only",
+}
 
-def key(default: Any, doc: str) -> Any:
-    """A config key: its default and the one line `--help` shows for it."""
-    return dataclasses.field(default=default, metadata={"doc": doc})
+
+def key(default: Any, doc: str, group: str, added_later: bool = False) -> Any:
+    """A config key: its default, the one line `--help` shows for it and its group there (GROUPS).
+    `added_later`: a result-changing key added after runs were made; it enters a run's identity only
+    when it differs from its default, so the folders of those runs keep their names."""
+    assert group in GROUPS, f"group {group!r}; valid: {', '.join(GROUPS)}"
+    return dataclasses.field(default=default, metadata={"doc": doc, "group": group, "added_later": added_later})
 
 
-@dataclasses.dataclass
-class Config:
-    # --- files -----------------------------------------------------------------
-    config: str | None = key(None, "YAML file with the dataset's overrides")
-    datadir: str = key("data", "root of the prepared (and generated) datasets")
-    logdir: str = key("logs", "root of the experiment folders (eval.py: the run or checkpoint folder)")
-    run_name: str | None = key(None, "the run's folder under logdir/dataset; null: main keys + hash of the result keys")
-    # --- model -----------------------------------------------------------------
-    levels: int = key(3, "levels of the hierarchy")
-    tmp_abs_factor: int = key(6, "clock factor k: level l ticks once every k**l frames")
-    dec_stddev: float = key(1.0, "std of the Gaussian decoder")
-    enc_dense_layers: int = key(3, "dense layers per level above 0 in the encoder")
-    enc_dense_embed_size: int = key(1000, "hidden width of those dense layers")
-    cell_type: str = key("RSSMCell", "the cell of every level (cwvae.CELLS): RSSMCell, the official code's")
-    cell_stoch_size: int = key(20, "stochastic state size")
-    cell_deter_size: int = key(200, "GRU (deterministic) state size")
-    cell_embed_size: int = key(200, "hidden width in the prior/posterior nets")
-    cell_min_stddev: float = key(1e-4, "added to every stddev")
-    cell_mean_only: bool = key(False, "sample := mean (no sampling noise)")
-    cell_reset_state: bool = key(False, "reset the stochastic sample at each parent tick (VTA-like)")
-    use_obs: str | None = key(None, "per level, whether the posterior sees observations ('TTF'); null: all")
-    channels_mult: int = key(1, "width multiplier of the encoder/decoder convs")
-    filters: int = key(32, "base conv width")
-    conv_impl: str = key("auto", "auto: xla on GPU/TPU, onednn (else blocks) on CPU; xla, blocks or onednn")
-    precision: str = key("float32", "conv dtype: float32 or bfloat16 (GPU/TPU); params and dense layers stay float32")
-    # --- data ------------------------------------------------------------------
-    dataset: str = key("mmnist", "a dataset of dataspec.py: mmnist, mazes or minerl")
-    data_source: str = key("generated", "generated (offline stand-in) or paper (the paper's archives)")
-    num_gen_train: int = key(1000, "generated source: training videos")
-    num_gen_test: int = key(100, "generated source: test videos")
-    seq_len: int = key(100, "training sequence length (frames)")
-    eval_seq_len: int = key(1000, "evaluation sequence length (frames)")
-    channels: int = key(1, "frame channels: 1 for mmnist, 3 otherwise")
-    # --- optimisation ----------------------------------------------------------
-    lr: float = key(3e-4, "Adam learning rate (Adam eps 1e-4)")
-    adam: str = key("keras", "keras: the official code's (Keras legacy) Adam; optax: optax.adam (eps after bias fix)")
-    batch_size: int = key(50, "global batch, split over all devices")
-    num_epochs: int = key(300, "passes over the training split")
-    max_steps: int | None = key(None, "stop after this many steps (demos, benchmarks); null: no bound")
-    clip_grad_norm_by: float = key(10000.0, "global-norm gradient clipping")
-    beta: float | list | None = key(None, "KL weight: one number or one per level; null: 1")
-    free_nats: float | None = key(None, "KL per level is max(0, KL - free_nats)")
-    kl_grad_post_perc: float | None = key(None, "KL balancing: share of the KL gradient to the posterior")
-    seed: int | None = key(None, "one seed fixes the whole run; null: drawn once and saved")
-    # --- summaries and checkpoints ---------------------------------------------
-    open_loop_ctx: int = key(36, "context frames before open-loop prediction")
-    num_val_batches: int = key(1, "validation batches per summary")
-    val_seq_len: int | None = key(None, "validation clip (frames); null: open_loop_ctx + 100, at most eval_seq_len")
-    save_gifs: bool = key(True, "log open-loop prediction videos")
-    save_scalars_every: int = key(1000, "steps between scalar summaries")
-    save_gifs_every: int = key(1000, "steps between video summaries")
-    save_model_every: int = key(1000, "steps between (latest) checkpoints")
-    save_named_model_every: int = key(5000, "steps between permanent checkpoints")
-    wandb_project: str = key("cwvae", "wandb project")
-    wandb_mode: str | None = key(None, "online, offline or disabled; null: $WANDB_MODE, else offline without API key")
-    progress: bool = key(True, "show a tqdm progress bar")
-    # --- evaluation ------------------------------------------------------------
-    num_examples: int = key(100, "eval: test videos")
-    num_samples: int = key(1, "eval: samples per video")
-    eval_batch_size: int = key(10, "eval: videos per compiled rollout batch")
-    no_save_grid: bool = key(False, "eval: skip PNG grids")
-    eval_videos: int = key(10, "eval: labelled prediction videos (MP4) for the first N test videos; 0: none")
-    ssim_data_range: float = key(2.0, "SSIM data range; 2.0 reproduces the official protocol, 1.0 is usual")
-    fvd: bool = key(False, "eval: also compute FVD with I3D (slow on CPU)")
-    lpips: bool = key(False, "eval: also compute LPIPS (AlexNet) per frame, best sample per video by it")
-    protocol: str | None = key(None, "eval: 'paper' presets the official evaluation (PROTOCOLS); keys given too win")
+@dataclasses.dataclass(frozen=True)
+class ModelKeys:
+    """The model's keys, each declared here once: the run's config (Config) has them as flat keys, the
+    model's config (ModelConfig) gets them with what the dataset fixes. A new model key is one line here."""
+
+    levels: int = key(3, "levels of the hierarchy", "model")
+    tmp_abs_factor: int = key(6, "clock factor k: level l ticks once every k**l frames", "model")
+    dec_stddev: float = key(1.0, "std of the Gaussian decoder", "model")
+    enc_dense_layers: int = key(3, "dense layers per level above 0 in the encoder", "model")
+    enc_dense_embed_size: int = key(1000, "hidden width of those dense layers", "model")
+    cell_type: str = key(
+        "RSSMCell", "the cell of every level (cwvae.CELLS): RSSMCell, the official code's", "model", added_later=True
+    )
+    cell_stoch_size: int = key(20, "stochastic state size", "model")
+    cell_deter_size: int = key(200, "GRU (deterministic) state size", "model")
+    cell_embed_size: int = key(200, "hidden width in the prior/posterior nets", "model")
+    cell_min_stddev: float = key(1e-4, "added to every stddev", "model")
+    cell_mean_only: bool = key(False, "sample := mean (no sampling noise)", "model")
+    cell_reset_state: bool = key(False, "reset the stochastic sample at each parent tick (VTA-like)", "model")
+    channels_mult: int = key(1, "width multiplier of the encoder/decoder convs", "model")
+    filters: int = key(32, "base conv width", "model")
+    precision: str = key(
+        "float32", "conv dtype: float32 or bfloat16 (GPU/TPU); params and dense layers stay float32", "model"
+    )
+    free_nats: float | None = key(None, "KL per level is max(0, KL - free_nats)", "model")
+    kl_grad_post_perc: float | None = key(None, "KL balancing: share of the KL gradient to the posterior", "model")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(ModelKeys):
+    """The keys that define the model's function: architecture, loss and precision; frozen and
+    hashable, so compiled steps are cached per model. Built from a run's config by `from_config`;
+    nothing else of the run (paths, logging, evaluation choices, the conv kernels) reaches the model."""
+
+    frame_size: int = 64  # frames are frame_size x frame_size pixels: the dataset's (dataspec.py)
+    channels: int = 1  # frame channels: the dataset's
+    betas: tuple[float, ...] = (1.0, 1.0, 1.0)  # KL weight per level (level 0 first): key beta
+
+    @classmethod
+    def from_config(cls, config: Config) -> ModelConfig:
+        """The model's keys of a run's config; the frame size and channels from its dataset."""
+        spec = dataspec.get(config.dataset)
+        keys = {f.name: getattr(config, f.name) for f in dataclasses.fields(ModelKeys)}
+        return cls(**keys, frame_size=spec.frame_size, channels=spec.channels, betas=tuple(config.beta_per_level()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(ModelKeys):
+    """A run's config: the model's keys (ModelKeys), then those of the data, training, evaluation and output."""
+
+    beta: float | list | None = key(None, "KL weight: one number or one per level; null: 1", "model")
+    # --- data --------------------------------------------------------------------
+    config: str | None = key(None, "YAML file with the dataset's overrides (configs/<dataset>.yml)", "data")
+    datadir: str = key("data", "root of the prepared (and generated) datasets", "data")
+    dataset: str = key("mmnist", "a dataset of dataspec.py: mmnist, mazes or minerl", "data")
+    data_source: str = key("generated", "generated (offline stand-in) or paper (the paper's archives)", "data")
+    num_gen_train: int = key(1000, "generated source: training videos", "data")
+    num_gen_test: int = key(100, "generated source: test videos", "data")
+    seq_len: int = key(100, "training sequence length (frames)", "data")
+    # --- training ----------------------------------------------------------------
+    lr: float = key(3e-4, "Adam learning rate (Adam eps 1e-4)", "training")
+    adam: str = key(
+        "keras", "keras: the official code's (Keras legacy) Adam; optax: optax.adam (eps after bias fix)", "training"
+    )
+    batch_size: int = key(50, "global batch, split over all devices", "training")
+    num_epochs: int = key(300, "passes over the training split", "training")
+    max_steps: int | None = key(None, "stop after this many steps (demos, benchmarks); null: no bound", "training")
+    clip_grad_norm_by: float = key(10000.0, "global-norm gradient clipping", "training")
+    seed: int | None = key(None, "one seed fixes the whole run; null: drawn once and saved", "training")
+    val_seq_len: int | None = key(
+        None, "validation clip (frames); null: open_loop_ctx + 100, at most eval_seq_len", "training"
+    )
+    num_val_batches: int = key(1, "validation batches per summary", "training")
+    conv_impl: str = key(
+        "auto", "auto: xla on GPU/TPU, onednn (else blocks) on CPU; xla, blocks or onednn (kernels/)", "training"
+    )
+    # --- evaluation: training's validation, and eval.py ---------------------------
+    open_loop_ctx: int = key(36, "context frames before open-loop prediction", "evaluation")
+    use_obs: str | None = key(
+        None, "per level, whether the posterior sees observations ('TTF'); null: all", "evaluation"
+    )
+    eval_seq_len: int = key(1000, "evaluation sequence length (frames)", "evaluation")
+    eval_batch_size: int = key(10, "videos per compiled rollout batch", "evaluation")
+    ssim_data_range: float = key(
+        2.0, "SSIM data range; the default reproduces the official protocol, 1.0 is usual", "evaluation"
+    )
+    # --- output ------------------------------------------------------------------
+    logdir: str = key("logs", "root of the experiment folders (eval.py: the run or checkpoint folder)", "output")
+    run_name: str | None = key(
+        None, "the run's folder under logdir/dataset; null: main keys + hash of the result keys", "output"
+    )
+    save_gifs: bool = key(True, "log open-loop prediction videos", "output")
+    save_scalars_every: int = key(1000, "steps between scalar summaries", "output")
+    save_gifs_every: int = key(1000, "steps between video summaries", "output")
+    save_model_every: int = key(1000, "steps between (latest) checkpoints", "output")
+    save_named_model_every: int = key(5000, "steps between permanent checkpoints", "output")
+    wandb_project: str = key("cwvae", "wandb project", "output")
+    wandb_mode: str | None = key(
+        None, "online, offline or disabled; null: $WANDB_MODE, else offline without API key", "output"
+    )
+    progress: bool = key(True, "show a tqdm progress bar", "output")
+    # --- eval.py only --------------------------------------------------------------
+    num_examples: int = key(100, "test videos", "eval")
+    num_samples: int = key(1, "samples per video", "eval")
+    no_save_grid: bool = key(False, "skip PNG grids", "eval")
+    eval_videos: int = key(10, "labelled prediction videos (MP4) for the first N test videos; 0: none", "eval")
+    fvd: bool = key(False, "also compute FVD with I3D (slow on CPU)", "eval")
+    lpips: bool = key(False, "also compute LPIPS (AlexNet) per frame, best sample per video by it", "eval")
+    protocol: str | None = key(None, "'paper' presets the official evaluation (PROTOCOLS); keys given too win", "eval")
 
     # --- derived ---------------------------------------------------------------
+    @property
+    def channels(self) -> int:
+        """Frame channels: the dataset's (a key once; files that still name it must agree)."""
+        return dataspec.get(self.dataset).channels
+
+    @property
+    def frame_size(self) -> int:
+        """Frames are frame_size x frame_size pixels: the dataset's."""
+        return dataspec.get(self.dataset).frame_size
+
     def use_obs_per_level(self) -> list[bool]:
         """Per level, whether its posterior sees observations (level 0 first)."""
         if self.use_obs is None:
@@ -132,12 +203,14 @@ class Config:
 
     def result_keys(self) -> dict[str, Any]:
         """The keys that change what the run learns (every key but the output-only ones; a key added
-        after runs were made only when it differs from its default, so their folder names stay)."""
-        return {
+        after runs were made only when it differs from its default, so their folder names stay), and
+        the dataset's channels (a key when the first runs were named)."""
+        keys = {
             k: v
             for k, v in self.to_dict().items()
-            if k not in OUTPUT_ONLY and not (k in ADDED_LATER and v == FIELDS[k].default)
+            if k not in OUTPUT_ONLY and not (FIELDS[k].metadata["added_later"] and v == FIELDS[k].default)
         }
+        return {**keys, "channels": self.channels}
 
     def run_name_prefix(self) -> str:
         """The readable part of the run folder's name: the main keys."""
@@ -161,9 +234,6 @@ class Config:
     def default_run_name(self) -> str:
         return f"{self.run_name_prefix()}_{self.run_hash()}"
 
-
-# Result-changing keys added after the first runs: in a run's identity only when not at their default.
-ADDED_LATER = frozenset({"cell_type"})
 
 # Keys that do not change what a run learns: where files go, how often to save or log, how
 # validation and evaluation are done. They are left out of the run's identity and may change on resume.
@@ -204,10 +274,14 @@ OUTPUT_ONLY = frozenset(
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
+# Keys that were once set by the user and are now fixed by something else; older config.yml files and
+# YAMLs that still name one load when its value agrees. `channels`: the dataset's (dataspec.py).
+RETIRED = frozenset({"channels"})
+
 # Named evaluation settings. 'paper': the official eval.py's defaults (num_examples 100, num_samples
 # 1, open_loop_ctx 36, every level observing the context) on whole test videos (eval_seq_len: the
 # dataset's test video length, the official configs' value), SSIM on float frames as scikit-image
-# guessed their range (2.0). The official reduction (tools.py, eval.py) is fixed in code, not keys.
+# guessed their range (the key's default). The official reduction (eval.py) is fixed in code, not keys.
 PROTOCOLS = {
     "paper": lambda dataset: {
         "num_examples": 100,
@@ -215,14 +289,13 @@ PROTOCOLS = {
         "open_loop_ctx": 36,
         "use_obs": None,
         "eval_seq_len": dataspec.get(dataset).test_frames,
-        "ssim_data_range": 2.0,
+        "ssim_data_range": FIELDS["ssim_data_range"].default,
     }
 }
 DATASETS = tuple(dataspec.DATASETS)
 DATA_SOURCES = ("generated", "paper")
 PRECISIONS = ("float32", "bfloat16")
 ADAMS = ("keras", "optax")
-CONV_IMPLS = ("auto", "xla", "blocks", "onednn")
 WANDB_MODES = ("online", "offline", "disabled")
 
 
@@ -274,7 +347,7 @@ def parse_cli(argv: list[str]) -> dict[str, str]:
                 value, i = argv[i + 1], i + 1
             else:
                 value = "true"
-        if key not in FIELDS:
+        if key not in FIELDS and key not in RETIRED:
             raise ConfigError(f"command line: unknown key '--{key}'{_suggest(key)}; see --help for valid keys")
         out[key] = value
         i += 1
@@ -309,7 +382,7 @@ def load_yaml(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of key: value, got {type(data).__name__}")
     for key in data:
-        if key not in FIELDS:
+        if key not in FIELDS and key not in RETIRED:
             raise ConfigError(f"config file '{path}': unknown key '{key}'{_suggest(key)}")
     return data
 
@@ -318,16 +391,32 @@ def apply(config: Config, overrides: dict[str, Any], source: str) -> Config:
     """A copy of `config` with typed overrides (strings from the CLI are parsed as YAML scalars)."""
     values = {}
     for key, value in overrides.items():
+        if key in RETIRED:
+            continue
         if key not in FIELDS:
             raise ConfigError(f"{source}: unknown key '{key}'{_suggest(key)}")
         if isinstance(value, str) and typing.get_type_hints(Config)[key] is not str:
             value = _yaml_value(value)
         values[key] = _coerce(key, value, source)
-    return dataclasses.replace(config, **values)
+    config = dataclasses.replace(config, **values)
+    if "channels" in overrides:
+        _check_channels(config, overrides["channels"], source)
+    return config
+
+
+def _check_channels(config: Config, value: Any, source: str) -> None:
+    """`channels` comes from the dataset; a file (or command line) that still names it must agree."""
+    value = _yaml_value(value) if isinstance(value, str) else value
+    if config.dataset in dataspec.DATASETS and value != config.channels:  # an unknown dataset: validate says so
+        raise ConfigError(
+            f"{source}: key 'channels' got {value!r}; channels come from the dataset ('{config.dataset}' has "
+            f"{config.channels}): drop the key"
+        )
 
 
 def validate(config: Config, num_devices: int | None = None) -> Config:
-    """Cross-key checks; returns the config unchanged or raises ConfigError."""
+    """Cross-key checks; returns the config unchanged or raises ConfigError. The keys that only the
+    model can check (cell_type, conv_impl) are checked by steps.check_model_keys."""
     c = config
 
     def check(ok: bool, msg: str) -> None:
@@ -342,10 +431,6 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
         c.protocol is None or c.protocol in PROTOCOLS,
         f"key 'protocol' got {c.protocol!r}; valid: {', '.join(PROTOCOLS)} or null",
     )
-    check(c.conv_impl in CONV_IMPLS, f"key 'conv_impl' got {c.conv_impl!r}; valid: {', '.join(CONV_IMPLS)}")
-    import cwvae  # the cell registry (imported here: the model imports this module)
-
-    check(c.cell_type in cwvae.CELLS, f"key 'cell_type' got {c.cell_type!r}; valid: {', '.join(cwvae.CELLS)}")
     if c.run_name is not None:
         parts = c.run_name.split("/")
         check(
@@ -381,7 +466,6 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
     ):
         check(getattr(c, key) >= 1, f"key '{key}' got {getattr(c, key)}; must be >= 1")
     check(c.seq_len >= 1, f"key 'seq_len' got {c.seq_len}; must be >= 1")
-    check(c.channels in (1, 3), f"key 'channels' got {c.channels}; valid: 1 or 3")
     check(
         c.seed is None or 0 <= c.seed < 2**32,
         f"key 'seed' got {c.seed}; must be an integer in [0, 2**32) = [0, {2**32 - 1}] or null (drawn and saved)",
@@ -426,21 +510,66 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
     return c
 
 
-def help_text() -> str:
-    lines = [
-        "Every key can be set as --key value or --key=value (priority: defaults < --config YAML < CLI < wandb).",
-        "",
-    ]
-    for name, f in FIELDS.items():
-        lines.append(f"  --{name:<24} {f.metadata['doc']} [default: {f.default!r}]")
+class ScriptHelp(typing.NamedTuple):
+    """What a script's --help says: its usage line, where values come from, the groups of keys it reads
+    (in this order), and a word on the other keys (train.py lists them, as carried for eval.py)."""
+
+    usage: str
+    priority: str
+    groups: tuple[str, ...]
+    rest: str
+
+
+SCRIPTS = {
+    "train.py": ScriptHelp(
+        "python train.py --config configs/<dataset>.yml [--key value ...]",
+        "defaults < --config YAML < command line < wandb (sweeps)",
+        ("model", "data", "training", "evaluation", "output"),
+        "carried: saved with the run for eval.py (train.py does not read them)",
+    ),
+    "eval.py": ScriptHelp(
+        "python eval.py --logdir <run or checkpoint folder> [--key value ...]",
+        "the run's saved config.yml < --protocol's preset < command line",
+        ("eval", "evaluation"),
+        "Every other key comes from the run's saved config.yml and can be overridden the same way (for\n"
+        "example --datadir <folder> or --conv_impl xla); python train.py --help lists them.",
+    ),
+    "data.py": ScriptHelp(
+        "python data.py prepare --config configs/<dataset>.yml [--key value ...]",
+        "defaults < --config YAML < command line",
+        ("data",),
+        "Other keys are accepted and ignored, so a training command line works as is.",
+    ),
+}
+
+
+def help_text(script: str = "train.py") -> str:
+    """`script`'s --help (SCRIPTS): its usage line, the keys it reads by group (GROUPS), then the rest."""
+    shown = SCRIPTS[script]
+    lines = [f"usage: {shown.usage}", "", f"Each key is --key value or --key=value; priority: {shown.priority}."]
+    for group in shown.groups:
+        lines += ["", f"{GROUPS[group]}:", *_key_lines(group)]
+    if script == "train.py":
+        carried = [line for group in GROUPS if group not in shown.groups for line in _key_lines(group)]
+        lines += ["", f"{shown.rest}:", *carried]
+    else:
+        lines += ["", shown.rest]
     return "\n".join(lines)
 
 
-def parse(argv: list[str] | None = None, num_devices: int | None = None) -> Config:
-    """Defaults < YAML (--config) < command line; validated. `--help` prints every key and exits."""
+def _key_lines(group: str) -> list[str]:
+    return [
+        f"  --{name:<24} {f.metadata['doc']} [default: {f.default!r}]"
+        for name, f in FIELDS.items()
+        if f.metadata["group"] == group
+    ]
+
+
+def parse(argv: list[str] | None = None, num_devices: int | None = None, script: str = "train.py") -> Config:
+    """Defaults < YAML (--config) < command line; validated. `--help` prints `script`'s help and exits."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if "-h" in argv or "--help" in argv:
-        print(help_text())
+        print(help_text(script))
         raise SystemExit(0)
     cli = parse_cli(argv)
     config = Config()
@@ -467,8 +596,9 @@ def trial_name(argv: list[str] | None = None) -> str | None:
 
 def with_wandb(config: Config, run_config: dict[str, Any], num_devices: int | None = None) -> Config:
     """Apply the keys a wandb sweep set in the run config (highest priority)."""
-    overrides = {k: v for k, v in dict(run_config).items() if k in FIELDS and v != getattr(config, k)}
-    unknown = [k for k in dict(run_config) if k not in FIELDS and not k.startswith("_")]
+    known = FIELDS.keys() | RETIRED
+    overrides = {k: v for k, v in dict(run_config).items() if k in known and v != getattr(config, k)}
+    unknown = [k for k in dict(run_config) if k not in known and not k.startswith("_")]
     if unknown:
         raise ConfigError(f"wandb config: unknown key '{unknown[0]}'{_suggest(unknown[0])}")
     return validate(apply(config, overrides, "wandb config"), num_devices)

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cnns import GLOROT, Decoder, Encoder
+from config import ModelConfig  # the model's keys (frame size and channels from the dataset's entry)
+from errors import ConfigError
 
 STDDEV_SHIFT = 0.54  # added to the hidden layer before the stddev head, as in the official code
 
@@ -64,46 +66,6 @@ class Clock:
             return jnp.ones((length, 1, 1))
         t = jnp.arange(first_step, first_step + length)
         return (t % self.factor != 0).astype(jnp.float32)[:, None, None]
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """The keys that define the model's function: architecture, loss and precision; frozen and
-    hashable, so compiled steps are cached per model. Built from a run's config by `from_config`;
-    nothing else of the run (paths, logging, evaluation choices, the conv kernels) reaches the model."""
-
-    levels: int = 3  # levels of the hierarchy
-    tmp_abs_factor: int = 6  # clock factor k: level l ticks once every k**l frames
-    frame_size: int = 64  # frames are frame_size x frame_size pixels
-    channels: int = 1  # frame channels
-    filters: int = 32  # base conv width
-    channels_mult: int = 1  # width multiplier of the convs
-    enc_dense_layers: int = 3  # dense layers per level above 0 in the encoder
-    enc_dense_embed_size: int = 1000  # their hidden width
-    cell_type: str = "RSSMCell"  # the cell of every level, a key of CELLS
-    cell_stoch_size: int = 20  # stochastic state size
-    cell_deter_size: int = 200  # deterministic (GRU) state size
-    cell_embed_size: int = 200  # hidden width of the prior and posterior nets
-    cell_min_stddev: float = 1e-4  # added to every stddev
-    cell_mean_only: bool = False  # sample := mean
-    cell_reset_state: bool = False  # reset the stochastic sample at each parent tick
-    precision: str = "float32"  # dtype of the convolutions
-    dec_stddev: float = 1.0  # std of the Gaussian decoder
-    betas: tuple[float, ...] = (1.0, 1.0, 1.0)  # KL weight per level (level 0 first)
-    free_nats: float | None = None  # KL per level is max(0, KL - free_nats)
-    kl_grad_post_perc: float | None = None  # KL balancing: share of the KL gradient to the posterior
-
-    @classmethod
-    def from_config(cls, config: Any) -> ModelConfig:
-        """The model's keys of a run's config (config.Config); the frame size from its dataset."""
-        import dataspec  # the dataset registry (frame sizes)
-
-        names = {f.name for f in dataclasses.fields(cls)} - {"frame_size", "betas"}
-        return cls(
-            frame_size=dataspec.get(config.dataset).frame_size,
-            betas=tuple(config.beta_per_level()),
-            **{name: getattr(config, name) for name in names},
-        )
 
 
 class Cell(Protocol):
@@ -317,6 +279,13 @@ class RSSMCell(nnx.Module):
 
 
 CELLS: dict[str, type[Cell]] = {"RSSMCell": RSSMCell}  # config key cell_type -> the class of every level
+
+
+def check_cell_type(cell_type: str) -> None:
+    """Config key `cell_type` names a cell of CELLS (the registry as it is now: a cell may be added at run
+    time), else a ConfigError in one line."""
+    if cell_type not in CELLS:
+        raise ConfigError(f"key 'cell_type' got {cell_type!r}; valid: {', '.join(CELLS)}")
 
 
 def last_step(states):

@@ -63,24 +63,36 @@ class Videos:
 
 
 def _check_config(config: Any, split: str) -> None:
-    """What the config's validation cannot know: the split asked for and the dataset's own channels."""
+    """What the config's validation cannot know: the split asked for."""
     if split not in ("train", "test"):
         raise DataError(f"split {split!r} is not valid; valid: train, test")
-    channels = dataspec.get(config.dataset).channels
-    if config.channels != channels:
-        raise DataError(f"key 'channels' got {config.channels}; dataset '{config.dataset}' has {channels}")
 
 
 def check_source(config: Any) -> None:
     """Check, before a model is built or a run folder made, that config's data can be had:
-    the keys are consistent, datadir is a folder (or can be made), and a paper archive is
-    prepared, in the manual folder or reachable. Raises DataError with one line."""
+    datadir is a folder (or can be made) that can be written where data is still to be written,
+    and a paper archive is prepared, in the manual folder or reachable. Raises DataError with one line."""
     _check_config(config, "train")
     datadir = pathlib.Path(config.datadir)
     if datadir.exists() and not datadir.is_dir():
         raise DataError(f"key 'datadir' got '{config.datadir}', which is a file; pass a folder for the datasets")
     if config.data_source == "paper":
+        if not builders.paper_builder(config).is_prepared():
+            _check_writable(datadir, config)
         builders.check_available(config)
+    elif not all(generators.generated_file(config, split).exists() for split in ("train", "test")):
+        _check_writable(generators.generated_dir(config), config)
+
+
+def _check_writable(folder: pathlib.Path, config: Any) -> None:
+    """`folder` exists and can be written, or can be made: its nearest existing parent is a folder we may write."""
+    there = folder
+    while not there.exists() and there != there.parent:
+        there = there.parent
+    if not there.is_dir():
+        raise DataError(f"key 'datadir' got '{config.datadir}', inside {there}, which is a file; pass a folder")
+    if not os.access(there, os.W_OK | os.X_OK):
+        raise DataError(f"key 'datadir' got '{config.datadir}': cannot write in {there}; pass a writable --datadir")
 
 
 def open_videos(config: Any, split: str) -> Videos:
@@ -215,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         print("usage: python data.py prepare --config configs/<dataset>.yml [--data_source paper] [--key value ...]")
         raise SystemExit(2)
     absl_logging.set_verbosity(absl_logging.ERROR)  # tfds and orbax info lines
-    cli.main_guard(lambda: prepare(cfg_lib.parse(argv[1:])))
+    cli.main_guard(lambda: prepare(cfg_lib.parse(argv[1:], script="data.py")))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ import collections
 import contextlib
 import functools
 import pathlib
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -46,90 +45,86 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+import checkpoints
 import data
 import distributed
 import hugepages
+import logger
+import media
 import runs
 import steps
 import tools
 from config import Config
-from errors import DataError
+from errors import ConfigError, DataError
 from steps import Stream
-
-INCOMPLETE = runs.INCOMPLETE  # name prefix of an evaluation folder still being written
-
-
-def _names(path: pathlib.Path) -> Iterator[pathlib.Path]:
-    """`path`, then `path-2`, `path-3`, ... (for evaluations started in the same second)."""
-    yield path
-    for i in range(2, 1000):
-        yield path.with_name(f"{path.name}-{i}")
-
-
-def _reserve(path: pathlib.Path) -> pathlib.Path:
-    """The first free name of `path`, `path-2`, ... whose incomplete_ folder this call made. A name
-    is free while neither it nor its incomplete_ folder exists; the check after the mkdir sees an
-    evaluation that renamed its folder to that name just before, so no two take one name."""
-    for final in _names(path):
-        partial = final.with_name(INCOMPLETE + final.name)
-        try:
-            partial.mkdir(parents=True)
-        except FileExistsError:
-            continue
-        if not final.exists():
-            return final
-        partial.rmdir()
-    raise runs.RunError(f"cannot make a new evaluation folder next to {path}")
-
-
-@contextlib.contextmanager
-def new_folder(path: pathlib.Path) -> Iterator[tuple[pathlib.Path, pathlib.Path]]:
-    """(folder to write, final folder): the files go into incomplete_<name>, renamed to <name> (or
-    <name>-2, ... when an evaluation in the same second took it) when the block ends; a block that
-    stops or fails removes it. A process killed outright leaves it under its incomplete_ name, so
-    a folder named eval_step* is never a partial result."""
-    final = _reserve(path)
-    partial = final.with_name(INCOMPLETE + final.name)
-    try:
-        with cli.undone_on_stop(lambda: shutil.rmtree(partial, ignore_errors=True)):
-            yield partial, final
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    partial.rename(final)
 
 
 def evaluate(config: Config, run: runs.RunFolder, step: int | None = None) -> pathlib.Path | None:
     """Evaluate checkpoint `step` of the run (None: the newest that restores); returns the folder the
     outputs were written to (None in processes other than 0, which only compute). Every process
     runs the same rollouts, each on its devices' share of every batch; process 0 writes."""
+    steps.check_model_keys(config)  # before loading anything: cell_type, conv_impl
     data.check_source(config)
-    graphdef, params, step = runs.load_params(run, config, step)
+    videos = min(config.num_examples, len(data.open_videos(config, "test")))
+    check_fvd(config, videos)  # before any rollout: FVD needs several videos of whole clips
+    graphdef, params, step = checkpoints.load_params(run, config, step)
     loader = data.make_eval_loader(
         config, config.eval_seq_len, min(config.eval_batch_size, config.num_examples), config.num_examples
     )
     if not distributed.is_main():
         write_results(None, graphdef, params, loader, config, step)
         return None
-    with new_folder(run.eval_dir(step)) as (out_dir, final):
-        print(f"evaluating {run.checkpoint(step)} on {data.describe_source(config)} -> {final}")
-        print("compiling the open-loop rollout (the first batch takes a while) ...", flush=True)
-        summary = write_results(out_dir, graphdef, params, loader, config, step, run_name=run.path.name)
-    print((final / METRICS_TABLE).read_text())
-    print(speed_line(summary["seconds"]))
-    where = runs.log_to_training_run(run, config, _scalars(summary), step)
-    print(f"results in {final}; the scalars also in {where}")
-    return final
+    log = logger.Logger(logger.Terminal())
+    if videos < config.num_examples:
+        asked = f"--num_examples asked {config.num_examples}"
+        log.print(f"note: evaluating {videos} test videos, all that {config.dataset}'s test split has ({asked})")
+    with runs.EvalFolder.new(run, step) as (out, final):
+        log.print(f"evaluating {run.checkpoint(step)} on {data.describe_source(config)} -> {final.path}")
+        log.print("compiling the open-loop rollout (the first batch takes a while) ...")
+        summary = write_results(out.path, graphdef, params, loader, config, step, run_name=run.path.name, log=log)
+    print(final.table.read_text())  # the results, as a table
+    log.print(speed_line(summary["seconds"]))
+    with logger.training_run_log(run, config, step_metric="eval/step") as run_log:  # beside the training curves
+        run_log.write({f"eval/{k}": v for k, v in _scalars(summary).items()}, step)
+    log.print(f"results in {final.path}; the scalars also in {run_log.where}")
+    return final.path
+
+
+FVD_MIN_VIDEOS = 2  # a Gaussian fit to the videos' I3D features needs a covariance
+FVD_STABLE_VIDEOS = 256  # below this FVD depends strongly on the number of videos (usual: 256 to 2048)
+
+
+def check_fvd(config: Config, videos: int) -> None:
+    """Refuse, in one line and before any rollout, an FVD that cannot be computed: it compares
+    tools.FVD_CLIP_LEN-frame clips of at least FVD_MIN_VIDEOS videos."""
+    if not config.fvd:
+        return
+    predicted, clip = config.eval_seq_len - config.open_loop_ctx, tools.FVD_CLIP_LEN
+    if predicted < clip:
+        raise ConfigError(
+            f"key 'fvd': FVD scores {clip}-frame clips and this evaluation predicts {predicted} frames (eval_seq_len "
+            f"{config.eval_seq_len} - open_loop_ctx {config.open_loop_ctx}); pass --eval_seq_len "
+            f"{config.open_loop_ctx + clip} or more, or drop --fvd"
+        )
+    if videos < FVD_MIN_VIDEOS:
+        raise ConfigError(
+            f"key 'fvd': FVD fits a Gaussian to the videos' features and needs at least {FVD_MIN_VIDEOS} videos; this "
+            f"evaluation has {videos}; pass --num_examples {FVD_MIN_VIDEOS} or more (with as many test videos), "
+            "or drop --fvd"
+        )
+
+
+def fvd_note(videos: int) -> str:
+    """What an FVD of `videos` videos can be compared with."""
+    if videos >= FVD_STABLE_VIDEOS:
+        return ""
+    return f"from {videos} videos: FVD grows as N shrinks, compare only at equal N (usual: {FVD_STABLE_VIDEOS} or more)"
 
 
 def speed_line(seconds: dict[str, float]) -> str:
     """'speed: 812.3 frames predicted per second (124.1 s: rollout 100.2 s, files 20.1 s, ...)'."""
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items() if k not in ("total", "frames_per_second"))
     return f"speed: {seconds['frames_per_second']:.1f} frames predicted per second ({seconds['total']:.1f} s: {phases})"
-
-
-METRICS_TABLE = "metrics.md"  # the evaluation's results as a table (beside metrics.json)
-OTHER_SSIM_RANGE = {2.0: 1.0}  # the official range (2.0, float frames) is also reported at the usual 1.0
 
 
 def _scalars(summary: dict[str, Any]) -> dict[str, float]:
@@ -195,15 +190,13 @@ class BackgroundWriter:
 class Scores:
     """Per video, the per-frame scores of its best sample (by mean over frames) for each metric."""
 
-    HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False}
-
     def __init__(self):
         self.best: dict[str, list[np.ndarray]] = {}
 
     def add(self, name: str, values: np.ndarray) -> int:
         """`values` (S, T') of one video's samples; keeps the best one's curve, returns its index."""
         means = values.mean(-1)
-        higher = self.HIGHER_IS_BETTER[name.split("_")[0]]
+        higher = tools.METRICS[name].higher_is_better
         best = int(np.argmax(means) if higher else np.argmin(means))
         self.best.setdefault(name, []).append(values[best])
         return best
@@ -213,18 +206,27 @@ class Scores:
 
 
 def write_results(
-    out_dir: pathlib.Path | None, graphdef, params, loader, config: Config, step: int, run_name: str = ""
+    out_dir: pathlib.Path | None,
+    graphdef,
+    params,
+    loader,
+    config: Config,
+    step: int,
+    run_name: str = "",
+    log: logger.Logger | None = None,
 ) -> dict[str, Any] | None:
-    """Every example's files and the summary, in `out_dir` (None: compute only, in a process other
-    than 0); returns the summary. Each batch is split over all devices of all processes, the
-    parameters replicated."""
+    """Every example's files and the summary, in the evaluation folder `out_dir` (None: compute only,
+    in a process other than 0); returns the summary. Each batch is split over all devices of all
+    processes, the parameters replicated. `log`: the progress bar's terminal."""
+    folder = runs.EvalFolder(pathlib.Path(out_dir)) if out_dir is not None else None
+    log = log or logger.Logger()
     mesh = steps.make_mesh()
     params = jax.device_put(jax.device_get(params), NamedSharding(mesh, P()))  # from the host: every process's devices
     rollout = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range, tuple(config.use_obs_per_level()))
     scores, fvd_real, fvd_fake, count = Scores(), [], [], 0
-    bar = tools.progress_bar(config.progress and out_dir is not None, config.num_examples, "video", "eval")
+    bar = log.progress(config.progress and folder is not None, config.num_examples, "video", "eval")
     clock, batches = Stopwatch(), iter(loader)
-    writer = BackgroundWriter(clock) if out_dir is not None else None
+    writer = BackgroundWriter(clock) if folder is not None else None
     try:
         while True:
             with clock("data"):
@@ -238,10 +240,10 @@ def write_results(
                 with clock("metrics"):
                     extra = extra_metrics(batch, preds, config)
                 curves = {"ssim": ssim, "psnr": psnr, **extra}
-                writer.submit(write_batch, out_dir, count, batch, preds, curves, scores, config)
+                writer.submit(write_batch, folder, count, batch, preds, curves, scores, config)
                 if config.fvd:
                     fvd_real.append(batch[:, config.open_loop_ctx :])
-                    fvd_fake.append(tools.to_uint8(preds[:, 0]))
+                    fvd_fake.append(media.to_uint8(preds[:, 0]))
             count += len(batch)
             if bar is not None:
                 bar.update(len(batch))
@@ -254,12 +256,12 @@ def write_results(
         bar.close()
     if not count:
         raise DataError(f"{config.dataset} test: no videos to evaluate")
-    if out_dir is None:
+    if folder is None:
         return None
     with clock("metrics"):
         fvd = tools.fvd(np.concatenate(fvd_real), np.concatenate(fvd_fake)) if config.fvd else None
     predicted = count * config.num_samples * (config.eval_seq_len - config.open_loop_ctx)
-    return write_summary(out_dir, scores.stacked(), config, step, fvd, run_name, clock, predicted)
+    return write_summary(folder, scores.stacked(), config, step, fvd, run_name, clock, predicted)
 
 
 def run_batch(rollout, params, batch: np.ndarray, config: Config, first: int, sharding: NamedSharding):
@@ -293,15 +295,21 @@ def _global(rows: np.ndarray, sharding: NamedSharding) -> jax.Array:
 
 
 def extra_metrics(batch: np.ndarray, preds: np.ndarray, config: Config) -> dict[str, np.ndarray]:
-    """Per-frame scores beyond the rollout's (b, S, T'): SSIM at the other data range where the
-    official one (2.0) is used, and LPIPS when asked for."""
-    target = np.broadcast_to(tools.to_unit(batch[:, None, config.open_loop_ctx :]), preds.shape)
+    """Per-frame scores beyond the rollout's (b, S, T'): where SSIM uses the official data range, SSIM
+    at the usual one too (tools.METRICS), and LPIPS when asked for."""
+    target = np.broadcast_to(media.to_unit(batch[:, None, config.open_loop_ctx :]), preds.shape)
     out = {}
-    if (other := OTHER_SSIM_RANGE.get(config.ssim_data_range)) is not None:
-        out[f"ssim_range{other:g}"] = np.asarray(_ssim(preds, target, other))
+    for name, metric in tools.METRICS.items():
+        if metric.with_official_ssim and _is_official_ssim_range(config.ssim_data_range):
+            out[name] = np.asarray(_ssim(preds, target, metric.data_range))
     if config.lpips:
         out["lpips"] = tools.lpips(target, np.clip(preds, 0.0, 1.0))
     return out
+
+
+def _is_official_ssim_range(data_range: float) -> bool:
+    """Whether SSIM is computed at the official protocol's data range: the default of ssim_data_range."""
+    return data_range == Config.ssim_data_range
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -309,23 +317,27 @@ def _ssim(pred: jax.Array, target: jax.Array, data_range: float) -> jax.Array:
     return tools.ssim(pred, target, data_range)
 
 
-def write_batch(out_dir, first: int, batch, preds, curves: dict[str, np.ndarray], scores: Scores, config) -> None:
+def write_batch(
+    folder: runs.EvalFolder, first: int, batch, preds, curves: dict[str, np.ndarray], scores: Scores, config
+) -> None:
     """Files of the batch's videos, numbered from `first`; `curves` are (b, S, T') per metric."""
     for i in range(len(batch)):
-        write_example(out_dir, first + i, batch[i], preds[i], {k: v[i] for k, v in curves.items()}, scores, config)
+        write_example(folder, first + i, batch[i], preds[i], {k: v[i] for k, v in curves.items()}, scores, config)
 
 
 def _save_frames(folder: pathlib.Path, name: str, frames: np.ndarray, grid: bool) -> None:
     """uint8 frames as <name>.npz (under arr_0, as the official np.savez) and a PNG grid."""
-    tools.save_npz(str(folder / f"{name}.npz"), frames)
+    media.save_npz(str(folder / f"{name}.npz"), frames)
     if grid:
-        tools.save_png(str(folder / f"{name}.png"), tools.video_grid(frames))
+        media.save_png(str(folder / f"{name}.png"), media.video_grid(frames))
 
 
-def write_example(out_dir, index, video, preds, curves: dict[str, np.ndarray], scores: Scores, config) -> None:
+def write_example(
+    folder: runs.EvalFolder, index, video, preds, curves: dict[str, np.ndarray], scores: Scores, config
+) -> None:
     """Files of one test video; adds its best samples' curves to `scores`."""
     ctx, grid = config.open_loop_ctx, not config.no_save_grid
-    gt_dir, sample_dir = out_dir / f"sample{index}_gt", out_dir / f"sample{index}"
+    gt_dir, sample_dir = folder.truth(index), folder.samples(index)
     gt_dir.mkdir()
     sample_dir.mkdir()
     _save_frames(gt_dir, "gt_ctx", video[:ctx], grid)
@@ -336,20 +348,17 @@ def write_example(out_dir, index, video, preds, curves: dict[str, np.ndarray], s
     if len(preds) > 1:
         samples |= {"best_ssim_sample": best["ssim"], "best_psnr_sample": best["psnr"], "random_sample_2": order[1]}
     for name, i in samples.items():
-        _save_frames(sample_dir, name, tools.to_uint8(preds[i]), grid)
+        _save_frames(sample_dir, name, media.to_uint8(preds[i]), grid)
     if index < config.eval_videos:
-        labelled = tools.labelled_video(video[ctx:], preds[order[0]], first_frame=ctx + 1, context=video[:ctx])
-        tools.save_video(str(sample_dir / "prediction.mp4"), labelled, fps=20)
+        labelled = media.labelled_video(video[ctx:], preds[order[0]], first_frame=ctx + 1, context=video[:ctx])
+        media.save_video(str(sample_dir / "prediction.mp4"), labelled, fps=20)
         if grid:  # one picture: the last context frame, then 7 predicted frames spread over the horizon
             picked = [ctx - 1, *np.unique(np.linspace(ctx, len(video) - 1, 7).round().astype(int))]
-            tools.save_png(str(sample_dir / "comparison.png"), tools.video_grid(labelled[picked], per_row=4, gap=6))
-
-
-UNITS = {"psnr": "dB"}
+            media.save_png(str(sample_dir / "comparison.png"), media.video_grid(labelled[picked], per_row=4, gap=6))
 
 
 def write_summary(
-    out_dir,
+    folder: runs.EvalFolder,
     curves: dict[str, np.ndarray],
     config: Config,
     step: int,
@@ -368,21 +377,21 @@ def write_summary(
     with clock("files"):
         for name, values in curves.items():
             mean, std = values.mean(0), values.std(0)
-            tools.save_npz(str(out_dir / f"{name}_mean.npz"), mean)
-            tools.save_npz(str(out_dir / f"{name}_stddev.npz"), std)
-            tools.plot_metric(
-                str(out_dir / f"{name}_range.png"),
+            media.save_npz(str(folder.curve(name, "mean")), mean)
+            media.save_npz(str(folder.curve(name, "stddev")), std)
+            media.plot_metric(
+                str(folder.plot(name)),
                 mean,
                 std,
-                _title(name),
+                tools.METRICS[name].title,
                 first_frame=ctx + 1,
                 n=n,
                 run=run_name,
                 step=step,
-                unit=UNITS.get(name),
+                ylabel=tools.METRICS[name].axis_label,
                 context_end=ctx + 0.5,
             )
-        _write_curves(out_dir / "curves.csv", curves, ctx)
+        _write_curves(folder.curves_table, curves, ctx)
     summary = {
         "step": step,
         "num_examples": n,
@@ -398,14 +407,9 @@ def write_summary(
         "settings": _settings(config),
         "seconds": clock.report(predicted),  # up to here; metrics.json and metrics.md take milliseconds
     }
-    tools.write_json(out_dir / "metrics.json", summary)
-    tools.write_text(out_dir / METRICS_TABLE, metrics_table(summary, run_name))
+    media.write_json(folder.summary, summary)
+    media.write_text(folder.table, metrics_table(summary, run_name))
     return summary
-
-
-def _title(name: str) -> str:
-    base, _, other = name.partition("_range")
-    return base.upper() + (f" (data range {other})" if other else "")
 
 
 def _settings(config: Config) -> dict[str, Any]:
@@ -431,7 +435,7 @@ def _write_curves(path: pathlib.Path, curves: dict[str, np.ndarray], ctx: int) -
     for values in curves.values():
         columns += [values.mean(0), values.std(0)]
     rows = [",".join(f"{c[t]:.6g}" for c in columns) for t in range(len(columns[0]))]
-    tools.write_text(path, "\n".join([",".join(header), *rows]) + "\n")
+    media.write_text(path, "\n".join([",".join(header), *rows]) + "\n")
 
 
 def metrics_table(summary: dict[str, Any], run_name: str = "") -> str:
@@ -445,14 +449,15 @@ def metrics_table(summary: dict[str, Any], run_name: str = "") -> str:
         f"sample(s) each, best sample per video by its mean over frames; {s['open_loop_ctx']} context frames, "
         f"frames {s['open_loop_ctx'] + 1}-{s['eval_seq_len']} predicted; protocol: {s['protocol'] or 'as configured'}. "
         f"SSIM data range {s['ssim_data_range']:g}"
-        + (" (the official evaluation's)" if s["ssim_data_range"] == 2.0 else "")
-        + f", PSNR data range {s['psnr_data_range']:g}, capped at {s['psnr_cap_db']:g} dB.",
+        + (" (the official evaluation's)" if _is_official_ssim_range(s["ssim_data_range"]) else "")
+        + f", PSNR data range {s['psnr_data_range']:g}, capped at {s['psnr_cap_db']:g} {tools.METRICS['psnr'].unit}.",
         "",
     ]
     rows = [[r["metric"], r["frames"], f"{r['mean']:.4f} ± {r['std']:.4f}"] for r in summary["horizons"]]
     if "fvd" in summary:
-        rows.append(["fvd", "first 16", f"{summary['fvd']:.2f}"])
-    lines.append(tools.markdown_table(["metric", "predicted frames", "mean ± std over videos"], rows))
+        note = fvd_note(summary["num_examples"])
+        rows.append(["fvd", "first 16", f"{summary['fvd']:.2f}" + (f" ({note})" if note else "")])
+    lines.append(media.markdown_table(["metric", "predicted frames", "mean ± std over videos"], rows))
     return "\n".join(lines) + "\n"
 
 

@@ -20,11 +20,15 @@ import jax
 import numpy as np
 from flax import nnx
 
+import checkpoints
 import cwvae
 import data
+import dataspec
+import media
 import runs
 import tools
 from config import Config
+from errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,21 +50,58 @@ class Run:
     def predict(self, context: np.ndarray, horizon: int, seed: int = 0) -> np.ndarray:
         """Observe `context` (B, T, H, W, C) frames, uint8 or floats in [0, 1], then predict `horizon`
         frames from the priors alone: (B, horizon, H, W, C) float32 frame means. T must be a
-        multiple of k**(levels-1) (36 for the paper's models); `seed` picks the sample."""
-        context = tools.to_unit(context) if np.asarray(context).dtype == np.uint8 else np.asarray(context, np.float32)
+        multiple of k**(levels-1) (36 for the paper's models); `seed` picks the sample. Arguments
+        that do not fit the run raise errors.UserError, naming the argument and what is valid."""
+        context = self._frames("context", context)
         b, t = context.shape[:2]
-        blank = np.zeros((b, horizon, *context.shape[2:]), np.float32)  # only its length is read
+        top = self.config.tmp_abs_factor ** (self.config.levels - 1)
+        if t % top:
+            raise UserError(
+                f"context: {t} frames; must be a positive multiple of tmp_abs_factor**(levels-1) = "
+                f"{self.config.tmp_abs_factor}**{self.config.levels - 1} = {top}, the period of the slowest level"
+            )
+        if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+            raise UserError(f"horizon: got {horizon!r}; must be a whole number of frames to predict, at least 1")
+        blank = np.zeros((b, int(horizon), *context.shape[2:]), np.float32)  # only its length is read
         obs = np.concatenate([context, blank], axis=1)
         use_obs = tuple(self.config.use_obs_per_level())
         graphdef, params = nnx.split(self.model)
         return np.asarray(_open_loop(graphdef, t, use_obs)(params, obs, jax.random.key(seed)))
 
     def metrics(self, pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per-frame SSIM and PSNR (B, T) of predictions against true frames (uint8 or floats in
-        [0, 1]), with the run's ssim_data_range, as eval.py computes them."""
-        truth = tools.to_unit(truth) if np.asarray(truth).dtype == np.uint8 else np.asarray(truth, np.float32)
+        """Per-frame SSIM and PSNR (B, T) of predictions against true frames (each uint8 or floats in
+        [0, 1], of one shape), with the run's ssim_data_range, as eval.py computes them."""
+        pred, truth = self._frames("pred", pred, predicted=True), self._frames("truth", truth)
+        if pred.shape != truth.shape:
+            raise UserError(f"pred and truth: shapes {pred.shape} and {truth.shape}; expected equal (B, T, H, W, C)")
         ssim, psnr = tools.frame_metrics(pred, truth, self.config.ssim_data_range, tools.PSNR_DATA_RANGE)
         return np.asarray(ssim), np.asarray(psnr)
+
+    def _frames(self, name: str, frames, predicted: bool = False) -> np.ndarray:
+        """`frames` as float32, after checking them against the run's dataset: (B, T, H, W, C) with its
+        frame size and channels, at least one frame, uint8 or floats in [0, 1]. `predicted` frames (the
+        model's, scored unclipped as the official evaluation scores them) need only be finite floats."""
+        frames = np.asarray(frames)
+        spec = dataspec.get(self.config.dataset)
+        want = (spec.frame_size, spec.frame_size, spec.channels)
+        if frames.ndim != 5 or frames.shape[2:] != want or frames.shape[1] < 1:
+            raise UserError(
+                f"{name}: shape {frames.shape}; expected (videos, frames, {', '.join(map(str, want))}): at least one "
+                f"frame of {'x'.join(map(str, want))}, as this run's dataset {spec.name} has"
+            )
+        if frames.dtype == np.uint8:
+            return media.to_unit(frames)
+        if not np.issubdtype(frames.dtype, np.floating):
+            raise UserError(f"{name}: dtype {frames.dtype}; expected uint8 in [0, 255] or floats in [0, 1]")
+        low, high = float(np.min(frames)), float(np.max(frames))
+        if predicted and np.isfinite(low) and np.isfinite(high):
+            return frames.astype(np.float32)
+        if not (0.0 <= low and high <= 1.0):  # also refuses NaN
+            raise UserError(
+                f"{name}: float values in [{low:g}, {high:g}]; floats must lie in [0, 1] "
+                "(for frames in 0..255 pass uint8, or divide by 255)"
+            )
+        return frames.astype(np.float32)
 
 
 @functools.cache
@@ -79,5 +120,5 @@ def load(path: str | os.PathLike, *overrides: str) -> Run:
     command-line keys as eval.py takes them ("--use_obs", "FFT"). Raises a one-line UserError
     (errors.py) when the folder holds no run or no checkpoint restores."""
     config, folder, step = runs.load_run_config(["--logdir", str(path), *overrides])
-    graphdef, params, step = runs.load_params(folder, config, step)
+    graphdef, params, step = checkpoints.load_params(folder, config, step)
     return Run(config, nnx.merge(graphdef, params), step, folder)

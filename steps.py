@@ -23,6 +23,7 @@ from jax.sharding import PartitionSpec as P
 import cnns
 import cwvae
 import kernels
+import media
 import optim
 import tools
 from config import Config
@@ -42,6 +43,15 @@ class Stream(enum.IntEnum):
 def stream_key(seed: int, stream: Stream, index: int | None = None) -> jax.Array:
     key = jax.random.fold_in(jax.random.key(seed), int(stream))
     return key if index is None else jax.random.fold_in(key, index)
+
+
+def check_model_keys(config: Config) -> None:
+    """The run's keys that only the model and its kernels can check, each a one-line ConfigError:
+    cell_type against the cell registry (cwvae.CELLS), conv_impl against the kernels' forms and this
+    machine (onednn needs its extension). Training calls it before any run folder is made, evaluation
+    before loading the run."""
+    cwvae.check_cell_type(config.cell_type)
+    kernels.resolve(config.conv_impl)
 
 
 def build_model(config: Config, rngs: nnx.Rngs) -> cwvae.CWVAE:
@@ -75,6 +85,7 @@ def _initialiser(model_config: cwvae.ModelConfig) -> Callable[[jax.Array], nnx.S
 
 def abstract_model(config: Config) -> tuple[nnx.GraphDef, nnx.State]:
     """The graph definition and parameter shapes, without running any initialiser."""
+    cwvae.check_cell_type(config.cell_type)  # a one-line error, not a KeyError inside the model
     form = kernels.resolve(config.conv_impl)  # outside eval_shape: it may load the extension
     model = nnx.eval_shape(lambda: cwvae.CWVAE(cwvae.ModelConfig.from_config(config), rngs=nnx.Rngs(0)))
     return nnx.split(cnns.use_kernels(model, form))
@@ -119,7 +130,7 @@ def train_step(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh, options: Optimiz
         return nnx.merge(graphdef, params).loss(obs, key)
 
     def step(params, opt_state, batch, key):
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, tools.to_unit(batch), key)
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, media.to_unit(batch), key)
         updates, opt_state = tx.update(grads, opt_state, params)
         metrics["grad_norm"] = optax.tree.norm(grads)
         return optax.apply_updates(params, updates), opt_state, metrics
@@ -139,7 +150,7 @@ def val_loss(graphdef: nnx.GraphDef) -> Callable:
 
     @jax.jit
     def loss(params, batch, key):
-        return nnx.merge(graphdef, params).loss(tools.to_unit(batch), key)[1]
+        return nnx.merge(graphdef, params).loss(media.to_unit(batch), key)[1]
 
     return loss
 
@@ -155,7 +166,7 @@ def open_loop(
     @jax.jit
     def rollout(params, videos, keys):
         model = nnx.merge(graphdef, params)
-        obs = tools.to_unit(videos)
+        obs = media.to_unit(videos)
         pred = jax.vmap(lambda o, k: model.open_loop(o[None], k, open_loop_ctx, use_obs)[0])(obs, keys)
         target = obs[:, open_loop_ctx:]
         return pred, *tools.frame_metrics(pred, target, ssim_data_range, tools.PSNR_DATA_RANGE)

@@ -29,11 +29,14 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+import checkpoints
 import config as cfg_lib
 import cwvae
 import data
 import distributed
 import hugepages
+import logger
+import media
 import runs
 import steps
 import tools
@@ -93,12 +96,6 @@ class StopFlag:
         return distributed.any_process(self.signal is not None)
 
 
-def say(*args, **kwargs) -> None:
-    """print, on process 0 only (the others would print the same lines)."""
-    if distributed.is_main():
-        print(*args, **kwargs)
-
-
 def num_train_steps(config: Config) -> int:
     """Steps in num_epochs passes over the training clips (each video cut into seq_len clips),
     bounded by max_steps."""
@@ -115,7 +112,7 @@ class Metrics:
     """The last step's metrics, fetched one step late so that the host never waits on the
     device; a non-finite loss raises with its step; scalars logged every save_scalars_every."""
 
-    def __init__(self, config: Config, exp_dir: pathlib.Path, log, bar, start: int):
+    def __init__(self, config: Config, exp_dir: pathlib.Path, log: logger.Logger, bar, start: int):
         self.config, self.exp_dir, self.log, self.bar = config, exp_dir, log, bar
         self.losses: dict[int, float] = {}
         self.kept: tuple[int, float] | None = None  # (step, loss) of the newest checkpoint written
@@ -160,9 +157,9 @@ class Metrics:
         now = time.time()
         rate = (step - self._since[1]) / max(now - self._since[0], 1e-9)
         self._since = (now, step)
-        self.log({**scalars(metrics, "train"), "train/steps_per_sec": rate}, step)
+        self.log.write({**scalars(metrics, "train"), "train/steps_per_sec": rate}, step)
         text = f"step {step}: loss {loss:.2f} nll {float(metrics['nll_term']):.2f} kl {float(metrics['kl_term']):.3f}"
-        (self.bar.write if self.bar is not None else say)(f"{text} ({rate:.2f} steps/s)")
+        self.log.print(f"{text} ({rate:.2f} steps/s)")
 
 
 def scalars(metrics: dict, prefix: str) -> dict[str, float]:
@@ -181,10 +178,10 @@ def validation_batches(config: Config) -> list[np.ndarray]:
 
 class Summaries:
     """The run's validation scalars and prediction videos. Built once per run with what stays
-    fixed (config, validation batches, log function, the Metrics tracker and the compiled
+    fixed (config, validation batches, the logger, the Metrics tracker and the compiled
     functions), so that each call passes only what changes: params, batch and step."""
 
-    def __init__(self, config: Config, graphdef, val_batches: list[np.ndarray], log, tracker: Metrics):
+    def __init__(self, config: Config, graphdef, val_batches: list[np.ndarray], log: logger.Logger, tracker: Metrics):
         self.config, self.val_batches, self.log, self.tracker = config, val_batches, log, tracker
         self.val_loss = steps.val_loss(graphdef)
         self.open_loop = steps.open_loop(
@@ -208,19 +205,21 @@ class Summaries:
             self.train_video(params, batch, step)
 
     def at_end(self, params, batch, step: int) -> None:
-        """At the end of a run (when save_gifs), the last step's validation scalars and videos,
-        unless that step already wrote them."""
+        """At the end of a run (when save_gifs), the last step's videos, unless that step already wrote
+        them, with its validation scalars unless that step wrote those."""
         if self.config.save_gifs and not self._video_step(step):
-            self.validation(params, step, with_videos=True)
+            if step % self.config.save_scalars_every == 0:
+                self.validation_video(params, step)
+            else:
+                self.validation(params, step, with_videos=True)
             self.train_video(params, batch, step)
 
     def validation(self, params, step: int, with_videos: bool) -> None:
         """Loss terms and open-loop SSIM/PSNR on the fixed validation batches (and the prediction
         video of the first one when `with_videos`)."""
-        key = steps.stream_key(self.config.seed, Stream.VALIDATION, step)
         values: dict[str, list[float]] = {}
         for i, batch in enumerate(self.val_batches):
-            loss_key, rollout_key = jax.random.split(jax.random.fold_in(key, i))  # each batch, each use its own key
+            loss_key, rollout_key = self._keys(step, i)
             metrics = dict(self.val_loss(params, batch, loss_key))
             pred, ssim, psnr = self.open_loop(params, batch, jax.random.split(rollout_key, len(batch)))
             metrics["open_loop_ssim"] = np.mean(ssim)
@@ -231,12 +230,22 @@ class Summaries:
                 self._log_video(batch, pred, "val/open_loop", step)
         summary = {f"val/{k}": float(np.mean(v)) for k, v in values.items()}
         self.tracker.check_finite(summary["val/loss"], "validation loss", step)
-        self.log(summary, step)
-        say(
+        self.log.write(summary, step)
+        self.log.print(
             f"step {step}: val/loss {summary['val/loss']:.2f} open-loop SSIM {summary['val/open_loop_ssim']:.3f} "
-            f"PSNR {summary['val/open_loop_psnr']:.2f}",
-            flush=True,
+            f"PSNR {summary['val/open_loop_psnr']:.2f}"
         )
+
+    def validation_video(self, params, step: int) -> None:
+        """The prediction video of the first validation batch alone, drawn as `validation` draws it."""
+        batch = self.val_batches[0]
+        pred, _, _ = self.open_loop(params, batch, jax.random.split(self._keys(step, 0)[1], len(batch)))
+        self._log_video(batch, pred, "val/open_loop", step)
+
+    def _keys(self, step: int, i: int) -> tuple[jax.Array, jax.Array]:
+        """(loss key, rollout key) of validation batch `i` at `step`: each batch, each use its own key."""
+        key = steps.stream_key(self.config.seed, Stream.VALIDATION, step)
+        return tuple(jax.random.split(jax.random.fold_in(key, i)))
 
     def train_video(self, params, batch, step: int) -> None:
         """The open-loop prediction video of the training batch (when its clips are longer than
@@ -251,17 +260,15 @@ class Summaries:
     def _log_video(self, batch, pred, name: str, step: int) -> None:
         """Truth | prediction | error with frame numbers (the context first), for the first video of the batch: written
         as a GIF under the experiment folder's videos/ and logged to wandb from that file (by process 0)."""
-        import wandb
-
         if not distributed.is_main():
             return
 
         video, ctx = np.asarray(batch[0]), self.config.open_loop_ctx
-        strip = tools.labelled_video(video[ctx:], np.asarray(pred[0]), first_frame=ctx + 1, context=video[:ctx])
-        path = runs.RunFolder.of(self.config).videos / f"{name.replace('/', '_')}_{step:08d}.gif"
+        strip = media.labelled_video(video[ctx:], np.asarray(pred[0]), first_frame=ctx + 1, context=video[:ctx])
+        path = runs.RunFolder.of(self.config).video(name, step)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tools.save_video(str(path), strip, fps=10)
-        self.log({name: wandb.Video(str(path), format="gif")}, step)
+        media.save_video(str(path), strip, fps=10)
+        self.log.write({name: path}, step)
 
 
 # --- the loop --------------------------------------------------------------------------
@@ -271,73 +278,66 @@ def train(config: Config) -> TrainResult:
     """Train (or resume) the run that `config` names; returns when the data or max_steps
     run out, or after a SIGINT/SIGTERM (with a checkpoint written)."""
     config = runs.absolute_paths(cfg_lib.validate(config, jax.device_count()))  # the saved config reads from anywhere
-    data.check_source(config)  # before any folder, wandb run or model is made
-    run = None
     if runs.in_sweep() and jax.process_count() > 1:
         raise ConfigError("a wandb sweep runs one process per trial; unset JAX_NUM_PROCESSES")
+    # Every check a run can fail on, before any folder, wandb run or model is made:
+    steps.check_model_keys(config)  # cell_type, conv_impl (onednn: its extension)
+    data.check_source(config)  # the data can be had, and datadir written where data is still to come
+    wandb_run = None
     if runs.in_sweep():  # a trial's folder: sweep-<id>/<its values>; the agent's run config overrides ours
         config = runs.name_trial(config)
-        run = runs.init_wandb(config)
-        config = cfg_lib.with_wandb(config, dict(run.config), jax.device_count())
+        wandb_run = logger.open_wandb(config, runs.RunFolder.of(config))
+        config = cfg_lib.with_wandb(config, dict(wandb_run.config), jax.device_count())
     config = runs.resume_config(runs.name_run(config))
     config = dataclasses.replace(config, seed=distributed.from_main(config.seed))  # one seed, drawn by process 0
     exp_dir = runs.run_dir(config)
-    main = distributed.is_main()  # process 0 holds the folder, writes config.yml and logs to wandb
+    main = distributed.is_main()  # process 0 holds the folder, writes config.yml, prints and logs
     try:
         with runs.RunLock(exp_dir) if main else contextlib.nullcontext():
+            outputs = []
             if main:
                 runs.write_config(config)
-                if run is None:
-                    run = runs.init_wandb(config, runs.wandb_id(config))
-                run.config.update({"seed": config.seed, "run_name": config.run_name}, allow_val_change=True)
-            return _train(config, exp_dir, _logger(exp_dir, run) if main else lambda *args, **kwargs: None)
+                if wandb_run is None:
+                    wandb_run = logger.open_wandb(config, runs.RunFolder(exp_dir), runs.wandb_id(config))
+                wandb_run.config.update({"seed": config.seed, "run_name": config.run_name}, allow_val_change=True)
+                outputs = [logger.JSONLOutput(runs.RunFolder(exp_dir).metrics_file), logger.WandbOutput(wandb_run)]
+            return _train(config, exp_dir, logger.Logger(logger.Terminal(main), outputs))
     except OSError as e:
         raise runs.RunError(runs.fs_message(e, f"write in {exp_dir}")) from None
     finally:
-        if run is not None:
-            run.finish()
+        if wandb_run is not None:
+            wandb_run.finish()
 
 
-def _logger(exp_dir: pathlib.Path, run):
-    """log(values, step): to the wandb run, and every scalar also to the folder's metrics.jsonl."""
-    scalars_log = runs.MetricsLog(runs.RunFolder(exp_dir).metrics_file)
-
-    def log(values: dict, step: int) -> None:
-        scalars_log.write(values, step)
-        run.log(values, step)
-
-    return log
-
-
-def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
+def _train(config: Config, exp_dir: pathlib.Path, log: logger.Logger) -> TrainResult:
     mesh = steps.make_mesh()
     graphdef, params = steps.init_model(config)
-    say(f"parameters: {cwvae.count_params(nnx.merge(graphdef, params)):,}")
+    log.print(f"parameters: {cwvae.count_params(nnx.merge(graphdef, params)):,}")
     replicated = NamedSharding(mesh, P())
     params = jax.device_put(params, replicated)
     opt_state = jax.device_put(steps.make_optimizer(config).init(params), replicated)
     loader = data.make_train_loader(config)  # this process's rows of each global batch
-    manager, start, params, opt_state = runs.restore_latest(exp_dir, config, params, opt_state, loader)
+    manager, start, params, opt_state = checkpoints.restore_latest(exp_dir, config, params, opt_state, loader)
     if start:
-        say(f"resumed from {runs.RunFolder(exp_dir).checkpoint(start)}")
-    say(f"data: {data.describe_source(config)}")
+        log.print(f"resumed from {runs.RunFolder(exp_dir).checkpoint(start)}")
+    log.print(f"data: {data.describe_source(config)}")
 
     total = num_train_steps(config)
     if start >= total:
         manager.close()
-        say(
+        log.print(
             f"nothing to do: the run is at step {start}, its max_steps/num_epochs end at step {total}; "
-            f"raise --max_steps to train on, or evaluate it: python eval.py --logdir {exp_dir}"
+            f"raise --max_steps to train on, or evaluate it: {cli.command('eval.py', '--logdir', exp_dir)}"
         )
         return TrainResult(start, params, {}, exp_dir)
     train_step = steps.train_step(graphdef, mesh, steps.OptimizerOptions.from_config(config))
     val_batches = validation_batches(config)
-    bar = tools.progress_bar(config.progress and distributed.is_main(), total, "step", initial=start)
+    log.print(f"training from step {start} to {total} in {exp_dir}")
+    log.print("compiling the training step (the first step takes a while) ...")
+    bar = log.progress(config.progress, total, "step", initial=start)
     tracker = Metrics(config, exp_dir, log, bar, start)
     summaries = Summaries(config, graphdef, val_batches, log, tracker)
     step = start
-    say(f"training from step {start} to {total} in {exp_dir}", flush=True)
-    say("compiling the training step (the first step takes a while) ...", flush=True)
     stopped = False
     with StopFlag() as stop:
         while step < total and not (stopped := stop.at(step)):  # the same step in every process
@@ -352,24 +352,25 @@ def _train(config: Config, exp_dir: pathlib.Path, log) -> TrainResult:
             tracker.put(step, metrics)  # logs the previous step's metrics while this one runs
             if step % config.save_model_every == 0 or step % config.save_named_model_every == 0:
                 tracker.flush()  # never checkpoint parameters that came from a non-finite loss
-                runs.save_checkpoint(manager, step, params, opt_state, loader)
+                checkpoints.save_checkpoint(manager, step, params, opt_state, loader)
                 tracker.checkpointed(step)
             if summaries.due(step):
                 tracker.flush()
                 summaries(params, batch, step)
         tracker.flush()
         if step != manager.latest_step():
-            runs.save_checkpoint(manager, step, params, opt_state, loader)
+            checkpoints.save_checkpoint(manager, step, params, opt_state, loader)
         if not stopped and step > start:
             summaries.at_end(params, batch, step)
     if bar is not None:
         bar.close()
     manager.close()
     if stopped:
-        say(f"stopped by a signal at step {step}; checkpoint written, rerun the command to resume")
+        log.print(f"stopped by a signal at step {step}; checkpoint written, rerun the command to resume")
     else:
         checkpoint = runs.RunFolder(exp_dir).checkpoint(step)
-        say(f"done at step {step}: checkpoint {checkpoint}; evaluate it with: python eval.py --logdir {exp_dir}")
+        evaluate = cli.command("eval.py", "--logdir", exp_dir)
+        log.print(f"done at step {step}: checkpoint {checkpoint}; evaluate it with: {evaluate}")
     return TrainResult(step, params, tracker.losses, exp_dir, stopped)
 
 

@@ -8,9 +8,9 @@ bias, its dtype) by the kernels of `form`, or the layer itself where the kernels
     blocks  pure-JAX forms with hand-written gradients (kernels/blocks.py)
     onednn  oneDNN primitives behind XLA FFI custom calls (kernels/onednn.py, built from ext/ at set-up)
 
-`resolve(conv_impl)` turns the config key into a form once, at set-up: `auto` is `xla` on GPU/TPU and
-on CPU `onednn` where its extension loads, else `blocks`. The mathematics and the parameters are the
-same in every form; the tests compare them.
+`resolve(conv_impl)` checks the config key (one of CONV_IMPLS: `auto` or a form) and turns it into a
+form once, at set-up: `auto` is `xla` on GPU/TPU and on CPU `onednn` where its extension loads, else
+`blocks`. The mathematics and the parameters are the same in every form; the tests compare them.
 """
 
 from __future__ import annotations
@@ -21,16 +21,18 @@ import sys
 import jax
 from flax import nnx
 
-from config import CONV_IMPLS
 from errors import ConfigError
 from kernels import blocks, onednn
 
 FORMS = ("xla", "blocks", "onednn")
+CONV_IMPLS = ("auto", *FORMS)  # the values of config key conv_impl
 
 
 def resolve(conv_impl: str) -> str:
-    """The form that config key `conv_impl` names on this backend ('auto', 'xla', 'blocks', 'onednn')."""
-    assert conv_impl in CONV_IMPLS, f"conv_impl {conv_impl!r}; valid: {', '.join(CONV_IMPLS)}"
+    """The form that config key `conv_impl` (one of CONV_IMPLS) names on this backend; a ConfigError in
+    one line when it names none, or names onednn where its extension does not load."""
+    if conv_impl not in CONV_IMPLS:
+        raise ConfigError(f"key 'conv_impl' got {conv_impl!r}; valid: {', '.join(CONV_IMPLS)}")
     if conv_impl == "auto":
         if jax.default_backend() != "cpu":
             return "xla"

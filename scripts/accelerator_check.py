@@ -6,21 +6,20 @@
 Measures, most telling first, while the budget lasts: the train step of the paper's configs (mmnist,
 minerl, mazes) at their config batch sizes (compile time, step time, frames/s, peak device memory), the
 mmnist open-loop rollout of 36 + 964 frames, a 50-step mmnist training run (`train.py`, its loss curve)
-and a short evaluation of it (`eval.py`, a few videos). The timing is bench.py's (`bench.train_step`,
-`bench.rollout`); each of those runs in its own process, so that the device's peak memory is that
+and a short evaluation of it (`eval.py`, a few videos). The timing is the benchmarks' (`benchmarks.train_step`,
+`benchmarks.rollout`); each of those runs in its own process, so that the device's peak memory is that
 measurement's and a failure or a hang costs one row. A measurement starts only while the budget has
 time left, and is stopped when the budget runs out; the table is written with what was measured.
 The table also turns the MineRL step into hours for the paper's 600 epochs: the figure to beat is 6 h
-on one TPU v3 (the seed's), a step of 0.375 s at batch 50.
+on one TPU v3 (the earlier JAX port's), a step of 0.375 s at batch 50.
 
---tiny checks the code paths, not the speed: tiny.yml's model sizes, one process for bench's parts,
+--tiny checks the code paths, not the speed: tiny.yml's model sizes, one process for the benchmarks' parts,
 the training run beside them, XLA:CPU compiling without LLVM's optimisations (35-70 s on 2 shared cores).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -30,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import IO, Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -42,18 +41,7 @@ TPU_V3_MINERL_HOURS = 6.0  # the figure to beat: the earlier JAX port trained Mi
 MINERL_TRAIN_VIDEOS = 961  # videos in the MineRL Navigate training split (the archive the paper published)
 TRAIN_STEPS = 50  # the training run's steps
 SCALARS_EVERY = 10  # its loss curve's spacing (each point also runs a validation)
-TINY_KEYS = (  # the model and batch sizes that --tiny takes from configs/tiny.yml
-    "levels",
-    "tmp_abs_factor",
-    "filters",
-    "enc_dense_layers",
-    "enc_dense_embed_size",
-    "cell_stoch_size",
-    "cell_deter_size",
-    "cell_embed_size",
-    "seq_len",
-    "batch_size",
-)
+TINY_RUN_KEYS = ("seq_len", "batch_size")  # what --tiny takes from configs/tiny.yml beside its model sizes
 TINY_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 WRITE_MARGIN_S = 5.0  # budget kept back for writing the table
 RESULT = "RESULT "  # a worker's last line: RESULT <json>
@@ -79,28 +67,22 @@ class Settings:
 
 
 def tiny_overrides() -> dict[str, Any]:
-    """configs/tiny.yml's values of TINY_KEYS."""
+    """The model keys that configs/tiny.yml sets (config.ModelKeys; the dataset's facts stay the paper
+    config's), and its TINY_RUN_KEYS: a paper config with these runs tiny.yml's model on the paper's data."""
     import yaml
 
+    import config
+
     values = yaml.safe_load((ROOT / "configs" / "tiny.yml").read_text())
-    return {k: values[k] for k in TINY_KEYS}
+    model_keys = {f.name for f in dataclasses.fields(config.ModelKeys)}
+    return {k: v for k, v in values.items() if k in model_keys or k in TINY_RUN_KEYS}
 
 
-@contextlib.contextmanager
-def paper_configs(settings: Settings) -> Iterator[None]:
-    """bench's paper configs, shrunk to tiny.yml's sizes under --tiny (bench.train_step and bench.rollout take
-    a config's name, not a config, so its paper_config is swapped for the duration)."""
-    import bench
+def paper_config(name: str, settings: Settings, **overrides: Any) -> Any:
+    """configs/<name>.yml (a config.Config), with tiny.yml's sizes under --tiny, and `overrides`."""
+    import benchmarks
 
-    if not settings.tiny:
-        yield
-        return
-    paper, shrink = bench.paper_config, tiny_overrides()
-    bench.paper_config = lambda name, **overrides: paper(name, **{**shrink, **overrides})
-    try:
-        yield
-    finally:
-        bench.paper_config = paper
+    return benchmarks.paper_config(name, **{**(tiny_overrides() if settings.tiny else {}), **overrides})
 
 
 def peak_memory_bytes() -> int | None:
@@ -128,23 +110,19 @@ def environment() -> dict[str, Any]:
 
 
 def measure_step(name: str, settings: Settings) -> dict[str, Any]:
-    """bench.train_step of paper config `name` at its config batch size, with the device's peak memory."""
-    import bench
+    """benchmarks.train_step of paper config `name` at its config batch size, with the device's peak memory."""
+    import benchmarks
 
-    with paper_configs(settings):
-        batch = bench.paper_config(name).batch_size
-        limit = bench.matmul_limit(settings.matmul_n)["flops_per_sec"]
-        row = bench.train_step(name, batch, settings.steps, limit, conv_impl=settings.conv_impl)
+    limit = benchmarks.matmul_limit(settings.matmul_n)["flops_per_sec"]
+    row = benchmarks.train_step(paper_config(name, settings, conv_impl=settings.conv_impl), settings.steps, limit)
     return {**row, "matmul_limit_tflops": limit / 1e12, "peak_memory_bytes": peak_memory_bytes(), **environment()}
 
 
 def measure_rollout(settings: Settings) -> dict[str, Any]:
-    """bench.rollout of mmnist (36 context frames, then settings.rollout_predicted) at its eval_batch_size."""
-    import bench
+    """benchmarks.rollout of mmnist (36 context frames, then settings.rollout_predicted) at its eval_batch_size."""
+    import benchmarks
 
-    with paper_configs(settings):
-        batch = bench.paper_config("mmnist").eval_batch_size
-        row = bench.rollout(batch, settings.rollout_predicted)
+    row = benchmarks.rollout(paper_config("mmnist", settings), settings.rollout_predicted)
     return {**row, "peak_memory_bytes": peak_memory_bytes(), **environment()}
 
 
@@ -233,13 +211,14 @@ def start_training(workdir: pathlib.Path, settings: Settings) -> Started:
 
 def finish_training(started: Started, workdir: pathlib.Path, timeout: float) -> dict[str, Any]:
     """The training run's losses every SCALARS_EVERY steps (from its metrics.jsonl) and wall time."""
+    import logger
     import runs
 
     code, out = finish_command(started, timeout)
     if code != 0:
         return failure(code, out, timeout)
     run = workdir / "logs" / "mmnist" / "check"
-    logged = runs.read_metrics(runs.RunFolder(run).metrics_file)
+    logged = logger.read_metrics(runs.RunFolder(run).metrics_file).steps
     losses = {step: values["train/loss"] for step, values in sorted(logged.items()) if "train/loss" in values}
     return {"run": str(run), "seconds": time.perf_counter() - started.start, "train_loss": losses}
 
@@ -250,21 +229,21 @@ def run_eval(run: str, settings: Settings, timeout: float) -> dict[str, Any]:
     args += ["--eval_batch_size", str(settings.eval_videos), "--no_save_grid", "true"]
     start = time.perf_counter()
     code, out = run_command([sys.executable, str(ROOT / "eval.py"), *args], timeout)
-    found = sorted(pathlib.Path(run).glob("eval_step*/metrics.json"))
+    import runs
+
+    found = runs.RunFolder(pathlib.Path(run)).evaluations()
     if code != 0 or not found:
         return failure(code, out, timeout)
-    summary = json.loads(found[-1].read_text())
+    summary = json.loads(runs.EvalFolder(found[-1]).summary.read_text())
     means = {k: v for k, v in summary.items() if k.endswith(("_mean", "_last_frame"))}
     return {**means, "num_examples": summary["num_examples"], "seconds": time.perf_counter() - start}
 
 
 def minerl_hours(step_s: float, settings: Settings) -> dict[str, Any]:
     """Hours for the paper's 600 MineRL epochs (961 videos, each cut into seq_len clips) at `step_s` a step."""
-    import bench
     import dataspec
 
-    with paper_configs(settings):
-        config = bench.paper_config("minerl")
+    config = paper_config("minerl", settings)
     clips = MINERL_TRAIN_VIDEOS * (dataspec.get("minerl").train_frames // config.seq_len)
     num_steps = clips * config.num_epochs // config.batch_size
     return {"epochs": config.num_epochs, "steps": num_steps, "hours": num_steps * step_s / 3600}
@@ -319,7 +298,7 @@ def table(results: dict[str, Any], settings: Settings, budget: float) -> str:
         + ", ".join(f"{k} {env.get(k, '?')}" for k in ("jax", "jaxlib", "flax", "python"))
         + f"; {time.strftime('%Y-%m-%d')}; {sizes}; {results['seconds']:.0f} s of a {budget:.0f} s budget.",
         "",
-        "## Train step (random frames, bench.train_step)",
+        "## Train step (random frames, benchmarks.train_step)",
         "",
         "| config | batch | seq_len | compile s | step s | frames/s | GFLOP/step | % of fp32 matmul limit | "
         "peak device memory GiB |",
@@ -347,7 +326,7 @@ def table(results: dict[str, Any], settings: Settings, budget: float) -> str:
 
 
 def _rollout_lines(r: dict[str, Any]) -> list[str]:
-    lines = ["", "## Open-loop rollout (mmnist, bench.rollout)", ""]
+    lines = ["", "## Open-loop rollout (mmnist, benchmarks.rollout)", ""]
     if "error" in r:
         return lines + [f"rollout: {r['error']}"]
     return lines + [

@@ -1,36 +1,37 @@
 #!/usr/bin/env bash
-# The accelerator check: this code on one NVIDIA GPU in a few minutes, as one table (accelerator_check.md, and
-# accelerator_check.json beside it): the train step of the paper's three configs at their config batch sizes
-# (compile time, step time, frames/s, peak device memory), the 36 + 964 frame mmnist open-loop rollout, a
-# 50-step mmnist training run's losses and a short eval.py of it. The Python part, scripts/accelerator_check.py,
-# stops starting measurements when its budget (--budget, default 480 s) is nearly spent and writes what it has.
-# The figure to beat (the seed's): MineRL, 600 epochs in 6 h on one TPU v3; the table converts the measured
-# MineRL step into hours for the same 600 epochs.
+# The accelerator check: this code on one CUDA GPU in about 8 minutes, as one table.
+#
+# Needs: an NVIDIA GPU and its driver, Python 3.11 or newer, requirements.txt, and the GPU build of its jax pin
+# (jax==X there):  pip install -r requirements.txt "jax[cuda12]==X"   (jax[cuda13]==X with a CUDA 13 driver)
+# Where pip reaches a package index the script makes that environment itself (below).
+#
+# Writes accelerator_check.md (--out PATH) and accelerator_check.json beside it: the device and the versions it
+# ran with (they may differ from requirements.txt's pins), the train step of the paper's three configs at their
+# config batch sizes (compile time, step time, frames/s, peak device memory), the 36 + 964 frame mmnist
+# open-loop rollout, a 50-step mmnist training run's losses and a short eval.py of it, and the paper's 600
+# MineRL epochs in hours at the measured step time (the earlier JAX port's figure: 6 h on one TPU v3).
+# scripts/accelerator_check.py measures while its budget lasts (--budget, default 480 s) and writes what it has.
 #
 #   scripts/accelerator_check.sh [--out PATH] [--budget SECONDS] [--steps N]
-#       where pip reaches a package index: a venv (~/.cache/clockwork-vae-jax/venv-gpu, or --venv DIR) with
-#       requirements.txt and the GPU build of its jax pin (jax[cuda13] under a CUDA 13 driver, else
-#       jax[cuda12]), made once (a few GB of CUDA wheels); then the measurements
+#       makes a venv once (~/.cache/clockwork-vae-jax/venv-gpu, or --venv DIR; again when requirements.txt
+#       changes) with requirements.txt and jax[cuda12] or jax[cuda13] as the driver allows (a few GB of CUDA
+#       wheels), then measures
 #   scripts/accelerator_check.sh --python PY ...      no install: PY with the packages it has
-#   scripts/accelerator_check.sh --wheels DIR ...     no index: python3 (an image's, with JAX for its GPU) plus
-#                                                      the wheels in DIR, installed into a folder on PYTHONPATH
+#   scripts/accelerator_check.sh --wheels DIR ...     no package index: python3 (with JAX for its GPU already)
+#                                                      plus the wheels in DIR, installed into a folder on PYTHONPATH
 #   scripts/accelerator_check.sh --fetch-wheels DIR   where an index is reachable: download into DIR the wheels
-#                                                      that a CUDA image with JAX lacks (IMAGE_EXTRAS; < 40 MB)
+#                                                      of IMAGE_EXTRAS (< 40 MB) for --wheels
 #   scripts/accelerator_check.sh --tiny --out PATH    on CPU at configs/tiny.yml's sizes with the project's .venv,
-#                                                      about a minute (tests/test_accelerator_check.py)
-#
-# On a leased machine without an index (this workplace's H200s: python3 3.12 with jax, flax, optax, orbax):
-#   here:  echo /.whl/ >> .git/info/exclude; scripts/accelerator_check.sh --fetch-wheels .whl
-#   there: scripts/accelerator_check.sh --wheels .whl --out $OUT/accelerator_check.md   (carry .whl; ~8 min)
-# The versions it ran with head the table; they may differ from requirements.txt's pins.
+#                                                      about a minute: the code paths, not the speed (the tests)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-# What the check imports beyond a CUDA image with JAX, flax, optax, orbax, numpy, scipy, scikit-image, matplotlib,
-# imageio, pillow, PyYAML, tqdm, absl-py and protobuf (this workplace's, as listed on 2026-11-17): the pins of
-# requirements.txt and their dependencies, resolved against that list. promise has no wheel; it is built here.
+# For --fetch-wheels and --wheels: what the check imports beyond a CUDA image that has JAX, flax, optax, orbax,
+# numpy, scipy, scikit-image, matplotlib, imageio, pillow, PyYAML, tqdm, absl-py and protobuf: the pins of
+# requirements.txt and the dependencies such an image lacks. promise has no wheel; it is built here.
+# WHEEL_PYTHON (default 3.12) is the image's Python version.
 IMAGE_EXTRAS=(
   grain==0.2.18 array_record==0.8.6 tensorflow-datasets==4.9.10 mlxtend==0.25.0 wandb==0.31.0
   importlib_resources==7.1.0 cwevals==0.0.1b1 opentelemetry-api==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2

@@ -65,12 +65,12 @@ def tiny(tmp_path):
 
 @pytest.fixture(scope="session")
 def blob_clips_i3d():
-    """Four 16-frame 64x64 grey clips of moving blobs (bench.blob_frames, seeds 0-3) and their I3D
+    """Four 16-frame 64x64 grey clips of moving blobs (benchmarks.blob_frames, seeds 0-3) and their I3D
     logits (tools.i3d_features, batch 4): the FVD tests share one run of I3D."""
     import numpy as np
 
-    import bench
+    import benchmarks
     import tools
 
-    clips = np.stack([bench.blob_frames(16, (64, 64, 1), seed=s) for s in range(4)])
+    clips = np.stack([benchmarks.blob_frames(16, (64, 64, 1), seed=s) for s in range(4)])
     return clips, tools.i3d_features(clips, batch_size=4)

@@ -1,5 +1,6 @@
-"""bench.py: the conv profile times the layers the model really has, and every part of each; the
-metric and loader measurements report real values; the README figures' script."""
+"""benchmarks.py, what bench.py prints: the conv profile times the layers the model really has, and
+every part of each; the metric and loader measurements report real values; peak memory is measured in a
+fresh process; the README figures' script."""
 
 import dataclasses
 import sys
@@ -8,11 +9,11 @@ import jax
 import numpy as np
 from conftest import ROOT, mmnist
 
-import bench
+import benchmarks
 
 
 def test_conv_layers_chain_like_the_encoder_and_decoder():
-    layers = bench.conv_layers(mmnist("--channels", "3"))
+    layers = benchmarks.conv_layers(benchmarks.paper_config("mazes"))  # 3 channels
     shapes = [
         jax.eval_shape(op, jax.ShapeDtypeStruct((1, *x), "float32"), jax.ShapeDtypeStruct(w, "float32")).shape
         for _, op, x, w in layers
@@ -25,21 +26,21 @@ def test_conv_layers_chain_like_the_encoder_and_decoder():
 
 
 def test_conv_profile_times_forward_and_both_gradients(tiny):
-    rows = bench.conv_profile(tiny(), frames=2, repeats=1)
+    rows = benchmarks.conv_profile(tiny(), frames=2, repeats=1)
     assert len(rows) == 8
     for row in rows:
-        for part in bench.PARTS:
+        for part in benchmarks.PARTS:
             assert row[f"{part}_s"] > 0 and row[f"{part}_gflop_per_s"] > 0, (row["layer"], part)
 
 
 def test_metric_speed_reports_equal_values():
-    result = bench.metric_speed(num_frames=20, repeats=1)
+    result = benchmarks.metric_speed(mmnist(), num_frames=20, repeats=1)
     assert result["ssim_max_abs_diff"] < 1e-4 and result["psnr_max_abs_diff"] < 1e-3
     assert result["jax_s"] > 0 and result["speedup"] > 0
 
 
 def test_loader_throughput_is_positive(tiny):
-    assert bench.loader_throughput(dataclasses.replace(tiny(), num_epochs=10), num_batches=3) > 0
+    assert benchmarks.loader_throughput(dataclasses.replace(tiny(), num_epochs=10), num_batches=3) > 0
 
 
 def test_walk_strip_has_eight_frames_with_gaps():
@@ -52,7 +53,7 @@ def test_walk_strip_has_eight_frames_with_gaps():
 
 
 def test_peak_memory_runs_each_measurement_in_a_fresh_process():
-    row = bench.peak_memory("eval:tiny:2:24")  # the tiny model's rollout of 2 videos, 24 frames
+    row = benchmarks.peak_memory("eval:tiny:2:24")  # the tiny model's rollout of 2 videos, 24 frames
     assert "error" not in row, row
     assert 100 < row["peak_rss_mb"] < 8192, row  # JAX alone takes over 100 MiB
     assert (row["batch"], row["frames"]) == (2, 24)

@@ -1,15 +1,17 @@
 """The cell seam: a second cell, written against cwvae.Cell alone and added with one registry line,
 trains, checkpoints, restores and evaluates without any change to the hierarchy or the loss."""
 
+import dataclasses
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_args
+from conftest import ROOT, tiny_args
 from flax import nnx
 
+import checkpoints
 import config as cfg_lib
 import cwvae
 import eval as eval_lib
@@ -66,10 +68,9 @@ def registered(monkeypatch):
 
 
 def tiny_model(**overrides) -> cwvae.CWVAE:
-    """The tiny config's model (configs/tiny.yml's sizes) with `overrides`."""
-    keys = dict(levels=2, tmp_abs_factor=4, filters=4, enc_dense_layers=2, enc_dense_embed_size=16)
-    keys.update(cell_stoch_size=4, cell_deter_size=8, cell_embed_size=8, betas=(1.0, 1.0))
-    return cwvae.CWVAE(cwvae.ModelConfig(**{**keys, **overrides}), rngs=nnx.Rngs(0))
+    """The model of configs/tiny.yml (its sizes, its dataset's frames) with `overrides` of its model config."""
+    config = cfg_lib.ModelConfig.from_config(cfg_lib.parse(["--config", str(ROOT / "configs" / "tiny.yml")]))
+    return cwvae.CWVAE(dataclasses.replace(config, **overrides), rngs=nnx.Rngs(0))
 
 
 def test_model_with_the_deterministic_cell_has_no_stochastic_part(registered):
@@ -79,9 +80,12 @@ def test_model_with_the_deterministic_cell_has_no_stochastic_part(registered):
     names = {"/".join(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)) for path, _ in leaves}
     names = {name.split("/", 2)[2] for name in names if name.startswith("cells/")}
     assert names == {f"{layer}/{p}" for layer in ("embed", "gru/dense_i", "gru/dense_h") for p in ("kernel", "bias")}
-    assert model.decoder.dense.in_features == 8, "level 0 decodes the cell's output_size, not the RSSM's"
+    assert model.decoder.dense.in_features == model.config.cell_deter_size, (
+        "level 0 decodes the cell's output_size, not the RSSM's"
+    )
 
-    obs = jax.random.uniform(jax.random.key(1), (2, 16, 64, 64, 1))
+    frame = (model.config.frame_size, model.config.frame_size, model.config.channels)  # the dataset's
+    obs = jax.random.uniform(jax.random.key(1), (2, 16, *frame))
     graphdef, params = nnx.split(model)
     loss, metrics = jax.jit(lambda p, o, k: nnx.merge(graphdef, p).loss(o, k))(params, obs, jax.random.key(2))
     assert float(metrics["kl_term"]) == 0.0 and float(metrics["kl/level0"]) == float(metrics["kl/level1"]) == 0.0
@@ -89,18 +93,21 @@ def test_model_with_the_deterministic_cell_has_no_stochastic_part(registered):
     assert float(metrics["state_norm/level1"]) > 0 and not any(k.startswith("entropy") for k in metrics)
     rollout = jax.jit(lambda p, o, k: nnx.merge(graphdef, p).open_loop(o, k, 8))
     a, b = (rollout(params, obs, jax.random.key(k)) for k in (3, 4))
-    assert a.shape == (2, 8, 64, 64, 1) and np.all(np.isfinite(a))
+    assert a.shape == (2, 8, *frame) and np.all(np.isfinite(a))
     np.testing.assert_array_equal(a, b)  # no stochastic state: the key changes nothing
 
 
 def test_cell_type_is_checked_against_the_live_registry(tmp_path, monkeypatch):
+    def check(cell_type: str) -> None:
+        steps.check_model_keys(cfg_lib.parse(tiny_args(tmp_path, "--cell_type", cell_type)))
+
     with pytest.raises(ConfigError) as refused:
-        cfg_lib.parse(tiny_args(tmp_path, "--cell_type", "DeterministicCell"))
+        check("DeterministicCell")
     assert str(refused.value) == "key 'cell_type' got 'DeterministicCell'; valid: RSSMCell"
     monkeypatch.setitem(cwvae.CELLS, "DeterministicCell", DeterministicCell)
-    assert cfg_lib.parse(tiny_args(tmp_path, "--cell_type", "DeterministicCell")).cell_type == "DeterministicCell"
+    check("DeterministicCell")
     with pytest.raises(ConfigError) as refused:
-        cfg_lib.parse(tiny_args(tmp_path, "--cell_type", "GRUCell"))
+        check("GRUCell")
     message = str(refused.value)
     assert message == "key 'cell_type' got 'GRUCell'; valid: RSSMCell, DeterministicCell" and "\n" not in message
 
@@ -117,7 +124,7 @@ def test_deterministic_cell_trains_restores_and_evaluates(tmp_path, registered):
     moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(initial), jax.tree.leaves(result.params))]
     assert all(moved), "every parameter of the model, the cells' included, was trained"
 
-    graphdef, restored, step = runs.load_params(runs.RunFolder(result.exp_dir), config)
+    graphdef, restored, step = checkpoints.load_params(runs.RunFolder(result.exp_dir), config)
     assert step == 6 and all(type(cell) is DeterministicCell for cell in nnx.merge(graphdef, restored).cells)
     for a, b in zip(jax.tree.leaves(result.params), jax.tree.leaves(restored)):
         np.testing.assert_array_equal(a, b)

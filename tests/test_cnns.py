@@ -88,7 +88,7 @@ def model_config(*argv) -> cwvae.ModelConfig:
 
 def encoder_and_decoder(form="xla"):
     """A narrow encoder and decoder of the mmnist config with 3 channels, in conv form `form`, and their inputs."""
-    config = model_config("--channels", "3", "--filters", "8")
+    config = model_config("--dataset", "mazes", "--filters", "8")  # 3 channels
     obs = jax.random.uniform(jax.random.key(1), (2, 3, 64, 64, 3))
     states = jax.random.normal(jax.random.key(2), (2, 3, 20))
     modules = [cnns.Encoder(config, rngs=nnx.Rngs(0)), cnns.Decoder(config, 20, rngs=nnx.Rngs(0))]
@@ -125,7 +125,7 @@ def test_conv_impl_forms_give_equal_values_and_gradients(part):
 def test_encoder_layers_the_kernels_do_not_implement_run_as_the_layer_in_every_form(change):
     """Edit an encoder conv as a researcher might (stride 1, or SAME padding): every form computes what
     the edited layer computes, values and gradients, as 'xla' (the layer itself) does."""
-    config = model_config("--channels", "3", "--filters", "8", "--levels", "1")  # no dense layers to resize
+    config = model_config("--dataset", "mazes", "--filters", "8", "--levels", "1")  # no dense layers to resize
     obs = jax.random.uniform(jax.random.key(1), (2, 3, 64, 64, 3))
     strides, padding = (1, "VALID") if change == "stride1" else (2, "SAME")
     results = []
@@ -156,9 +156,9 @@ def test_encoder_gives_one_feature_sequence_per_level():
     assert [x.shape for x in features] == [(1, 100, 1024)] * 3
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_decoder_gives_tanh_frames(channels):
-    config = model_config("--channels", str(channels))
+@pytest.mark.parametrize("dataset, channels", [("mmnist", 1), ("mazes", 3)])
+def test_decoder_gives_tanh_frames(dataset, channels):
+    config = model_config("--dataset", dataset)
     decoder = cnns.Decoder(config, 220, rngs=nnx.Rngs(0))
     frames = nnx.jit(lambda m, x: m(x))(decoder, jax.random.normal(jax.random.key(0), (2, 5, 220)))
     assert frames.shape == (2, 5, 64, 64, channels)

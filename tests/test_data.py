@@ -78,7 +78,7 @@ def no_network(monkeypatch):
 )
 def test_builder_prepares_manual_archive_offline(tmp_path, no_network, dataset, channels, top):
     archive = dataspec.get(dataset)
-    cfg = Cfg(dataset=dataset, data_source="paper", datadir=str(tmp_path / "d"), channels=channels)
+    cfg = Cfg(dataset=dataset, data_source="paper", datadir=str(tmp_path / "d"))
     builders.manual_dir(cfg).mkdir(parents=True)
     counts, frames = {"train": 3, "test": 2}, {"train": 6, "test": 8}
     written = write_archive(
@@ -157,7 +157,7 @@ def test_missing_split_folder_is_an_error(tmp_path):
 
 
 def test_blocked_download_fails_fast_with_one_line(tmp_path, no_network):
-    cfg = Cfg(dataset="minerl", data_source="paper", datadir=str(tmp_path), channels=3)
+    cfg = Cfg(dataset="minerl", data_source="paper", datadir=str(tmp_path))
     start = time.perf_counter()
     with pytest.raises(data.DataError) as e:
         builders.prepare_paper(cfg)
@@ -169,14 +169,14 @@ def test_blocked_download_fails_fast_with_one_line(tmp_path, no_network):
 
 
 def test_generated_minerl_loads_through_the_train_loader(tmp_path):
-    cfg = Cfg(dataset="minerl", datadir=str(tmp_path), channels=3, num_gen_train=1, num_gen_test=1, seq_len=100)
+    cfg = Cfg(dataset="minerl", datadir=str(tmp_path), num_gen_train=1, num_gen_test=1, seq_len=100)
     batch = next(data.make_train_loader(cfg, 0, 1))
     assert batch.shape == (4, 100, 64, 64, 3) and batch.dtype == np.uint8  # 5 clips of 100 from one video
     assert "generated voxel-world walks" in data.describe_source(cfg)
 
 
 def test_check_source_fails_before_anything_is_built(tmp_path, no_network):
-    cfg = Cfg(dataset="minerl", data_source="paper", datadir=str(tmp_path / "d"), channels=3)
+    cfg = Cfg(dataset="minerl", data_source="paper", datadir=str(tmp_path / "d"))
     with pytest.raises(data.DataError, match="--data_source generated"):
         data.check_source(cfg)
     (tmp_path / "file").write_text("x")

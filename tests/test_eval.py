@@ -173,9 +173,10 @@ def official_eval_loop(videos: np.ndarray, preds: np.ndarray, ctx: int) -> dict[
 def test_eval_reduction_matches_the_official_eval_loop(tiny, tmp_path, monkeypatch):
     """Fixed predictions through eval.py's scoring, best-sample choice and reduction give the official
     loop's per-frame curves (the rollout itself is replaced: this checks what is done with its output)."""
+    import media
     import tools
 
-    config = tiny(num_samples=3, num_examples=5, eval_seq_len=16, eval_batch_size=2, channels=3)
+    config = tiny(num_samples=3, num_examples=5, eval_seq_len=16, eval_batch_size=2, dataset="mazes")  # 3 channels
     rng = np.random.default_rng(0)
     videos = rng.integers(0, 256, (5, 16, 32, 32, 3), dtype=np.uint8)
     noise = rng.normal(0, 1, (5, 3, 8, 32, 32, 3)) * np.array([0.05, 0.2, 0.4])[None, :, None, None, None, None]
@@ -183,7 +184,7 @@ def test_eval_reduction_matches_the_official_eval_loop(tiny, tmp_path, monkeypat
 
     def fake_run_batch(rollout, params, batch, config, first, sharding):
         pred = preds[first : first + len(batch)]
-        target = np.broadcast_to(tools.to_unit(batch[:, None, 8:]), pred.shape)
+        target = np.broadcast_to(media.to_unit(batch[:, None, 8:]), pred.shape)
         ssim, psnr = tools.frame_metrics(pred, target, config.ssim_data_range, tools.PSNR_DATA_RANGE)
         return pred, np.asarray(ssim), np.asarray(psnr)
 
@@ -206,7 +207,7 @@ def test_eval_reduction_matches_the_official_eval_loop(tiny, tmp_path, monkeypat
             )
         )
         np.testing.assert_array_equal(
-            np.load(tmp_path / f"sample{i}" / "best_ssim_sample.npz")["arr_0"], tools.to_uint8(preds[i, best])
+            np.load(tmp_path / f"sample{i}" / "best_ssim_sample.npz")["arr_0"], media.to_uint8(preds[i, best])
         )
     table = (tmp_path / "metrics.md").read_text()
     assert "5 test videos" in table and "3 sample(s)" in table and "| ssim | 1-8 |" in table
@@ -241,3 +242,40 @@ def test_a_saved_relative_datadir_is_read_from_where_the_run_was_trained(tmp_pat
     assert config.datadir == str(tmp_path / "there" / "data")
     config, _, _ = runs.load_run_config(["--logdir", str(folder), "--datadir", "elsewhere"])
     assert config.datadir == "elsewhere"
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--num_examples", "1"], "key 'fvd': FVD fits a Gaussian to the videos' features and needs at least 2 videos"),
+        (["--eval_seq_len", "20"], "key 'fvd': FVD scores 16-frame clips and this evaluation predicts 12 frames"),
+    ],
+)
+def test_an_fvd_that_cannot_be_computed_is_refused_before_any_rollout(trained, monkeypatch, argv, words):
+    monkeypatch.setattr(eval_lib, "write_results", lambda *a, **k: pytest.fail("rolled out before refusing"))
+    with pytest.raises(ConfigError, match=words):
+        run_eval(trained, "--fvd", "true", *argv)
+    assert not any(p.name.startswith("incomplete_") for p in trained.iterdir())
+
+
+def test_eval_says_in_one_line_when_the_test_split_has_fewer_videos_than_asked(trained, capsys):
+    _, out = run_eval(trained, "--num_examples", "50", "--eval_videos", "0", "--no_save_grid", "true")
+    lines = capsys.readouterr().out.splitlines()
+    assert "note: evaluating 4 test videos, all that mmnist's test split has (--num_examples asked 50)" in lines
+    assert json.loads((out / "metrics.json").read_text())["num_examples"] == 4
+
+
+def test_the_table_says_an_fvd_of_few_videos_is_comparable_only_at_equal_n():
+    summary = {"step": 1, "num_examples": 4, "num_samples": 1, "fvd": 556.51, "horizons": []}
+    summary["settings"] = {
+        "dataset": "mmnist",
+        "data_source": "generated",
+        "open_loop_ctx": 36,
+        "eval_seq_len": 1000,
+        "protocol": None,
+        "ssim_data_range": 2.0,
+        "psnr_data_range": 1.0,
+        "psnr_cap_db": 100.0,
+    }
+    row = next(line for line in eval_lib.metrics_table(summary).splitlines() if line.startswith("| fvd"))
+    assert "556.51 (from 4 videos: FVD grows as N shrinks, compare only at equal N" in row

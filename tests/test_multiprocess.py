@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, tiny_args, xla_flags
 
+import checkpoints
 import config as cfg_lib
 import data
 import distributed
@@ -128,7 +129,7 @@ def finish(procs, log_dir, timeout: float = 240) -> None:
 
 def final_params(folder):
     config = cfg_lib.apply(cfg_lib.Config(), cfg_lib.load_yaml(str(folder / "config.yml")), "saved")
-    _, params, step = runs.load_params(runs.RunFolder(folder), config)
+    _, params, step = checkpoints.load_params(runs.RunFolder(folder), config)
     return step, {jax.tree_util.keystr(k): np.asarray(x) for k, x in jax.tree_util.tree_leaves_with_path(params)}
 
 

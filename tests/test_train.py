@@ -1,6 +1,7 @@
 """Training end to end on generated data: determinism, resume, data parallelism, errors."""
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -221,10 +222,37 @@ def test_a_run_past_max_steps_has_nothing_to_do_and_a_finished_run_names_its_che
 
     first = run("--max_steps", "3", "--run_name", "r")
     folder = tmp_path / "logs" / "mmnist" / "r"
-    done = (
-        f"done at step 3: checkpoint {folder / 'checkpoints' / '3'}; evaluate it with: python eval.py --logdir {folder}"
-    )
-    assert first[-1] == done
+    assert first[-1].startswith(f"done at step 3: checkpoint {folder / 'checkpoints' / '3'}; evaluate it with: ")
     assert any(line.startswith("compiling the training step") for line in first)
     again = run("--max_steps", "2", "--run_name", "r")
     assert again[-1].startswith("nothing to do: the run is at step 3, its max_steps/num_epochs end at step 2")
+    # The commands printed work as pasted (the interpreter that ran train.py, which `python` may not be):
+    # with --help added, each prints eval.py's usage.
+    for line in (first[-1], again[-1]):
+        command = shlex.split(line.split("evaluate it with: " if "done" in line else "evaluate it: ")[1])
+        assert command[2:] == ["--logdir", str(folder)]
+        out = subprocess.run([*command, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert out.returncode == 0 and out.stdout.startswith("usage: python eval.py"), out.stderr
+
+
+@pytest.mark.parametrize("case", ["datadir inside a file", "unknown cell_type", "onednn unavailable"])
+def test_a_run_that_cannot_start_makes_no_run_folder(tmp_path, monkeypatch, case):
+    """Every check a run can fail on (the data folder writable, the keys only the model can check, the
+    oneDNN extension) comes before its folder is made: one line naming the key, and logdir stays empty."""
+    import config as cfg_lib
+    from errors import UserError
+    from kernels import onednn
+
+    (tmp_path / "afile").write_text("x")
+    key, value = {
+        "datadir inside a file": ("datadir", tmp_path / "afile" / "data"),
+        "unknown cell_type": ("cell_type", "GRUCell"),
+        "onednn unavailable": ("conv_impl", "onednn"),
+    }[case]
+    if case == "onednn unavailable":
+        monkeypatch.setattr(onednn, "available", lambda: False)
+    config = cfg_lib.parse(tiny_args(tmp_path, **{key: value}))
+    with pytest.raises(UserError) as refused:
+        train.train(config)
+    assert f"key '{key}' got" in str(refused.value) and "\n" not in str(refused.value), str(refused.value)
+    assert not (tmp_path / "logs").exists(), sorted(str(p) for p in (tmp_path / "logs").rglob("*"))
