@@ -26,14 +26,17 @@ import time
 import jax
 
 import benchmarks
+import cli
 import hugepages
 import kernels
 import tools
 from benchmarks import PARTS, paper_config
 
+MEASUREMENTS = ("train", "convs", "profile", "rollout", "metrics", "loader", "memory")  # what --skip leaves out
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="mmnist,minerl", help="train-step configs to time")
     parser.add_argument("--mmnist_batches", default="8,50", help="mmnist batch sizes to time")
     parser.add_argument("--minerl_batch", type=int, default=4, help="minerl batch size (large on CPU)")
@@ -41,12 +44,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rollout_batches", default="1,10", help="open-loop rollout batch sizes")
     parser.add_argument("--precision", default="float32", help="float32 or bfloat16 (GPU/TPU)")
     parser.add_argument("--conv_impl", default="auto", choices=kernels.CONV_IMPLS, help="train-step convs (kernels/)")
-    parser.add_argument("--skip", default="", help="comma list of: train,convs,profile,rollout,metrics,loader,memory")
+    parser.add_argument("--skip", default="", help=f"comma list of: {','.join(MEASUREMENTS)}")
     parser.add_argument("--out", default="bench.json", help="where to write the results")
     parser.add_argument(
         "--memory", default=",".join(benchmarks.MEMORY_SPECS), help="peak-memory runs (see benchmarks.peak_memory)"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    unknown = set(filter(None, args.skip.split(","))) - set(MEASUREMENTS)
+    if unknown:
+        parser.error(f"--skip got {', '.join(sorted(unknown))}; valid: {','.join(MEASUREMENTS)}")
+    parser.writable("--out", args.out)
+    return args
 
 
 def environment() -> dict:

@@ -4,6 +4,7 @@ config key to lower."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import pathlib
@@ -43,6 +44,29 @@ def use_compilation_cache() -> str | None:
             return None
         jax.config.update("jax_compilation_cache_dir", folder)
     return folder
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the scripts with flags of their own (bench.py, the accelerator check): a usage error
+    is one line on stderr and exit code 2, not argparse's usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+    def writable(self, flag: str, path: str | os.PathLike) -> pathlib.Path:
+        """`path`, an output written at the end of a long measurement, checked now (its folder made and
+        written to), so that a bad path costs one line at once instead of the measurement."""
+        path = pathlib.Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path.parent / f".{path.name}.check", "w"):
+                pass
+            os.remove(path.parent / f".{path.name}.check")
+        except OSError as e:
+            file = next((p for p in path.parents if p.is_file()), None)  # mkdir's "File exists" says little
+            why = f"'{file}' is a file" if file else e.strerror or str(e)
+            self.error(f"{flag} got '{path}', which cannot be written: {why}")
+        return path
 
 
 def command(script: str, *args: object) -> str:

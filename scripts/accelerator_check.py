@@ -376,7 +376,9 @@ def compile_quickly(folder: pathlib.Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    import cli
+
+    parser = cli.ArgumentParser(prog="accelerator_check.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="accelerator_check.md", help="the table (markdown); results also as .json")
     parser.add_argument("--budget", type=float, default=480.0, help="wall-clock seconds for all measurements")
     parser.add_argument("--steps", type=int, default=10, help="timed train steps per config (after a warm-up)")
@@ -390,6 +392,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    out = args.out if args.worker else parser.writable("--out", args.out)  # not after the whole budget
     settings = Settings.of(args.tiny, args.steps)
     if args.worker:  # one measurement, for run_worker
         print(RESULT + json.dumps(WORKERS[args.worker](settings)), flush=True)
@@ -399,8 +402,6 @@ def main(argv: list[str] | None = None) -> None:
         if settings.tiny:
             compile_quickly(pathlib.Path(tmp) / "jax-cache")
         results = measure_all(settings, args.budget, isolate, pathlib.Path(tmp))
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table(results, settings, args.budget))
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     print(out.read_text() + f"wrote {out} and {out.with_suffix('.json')}")

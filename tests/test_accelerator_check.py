@@ -87,3 +87,24 @@ def test_pyproject_mirrors_requirements_and_lists_every_module():
     setuptools = project["tool"]["setuptools"]
     assert set(setuptools["py-modules"]) == {path.stem for path in ROOT.glob("*.py")}
     assert set(setuptools["packages"]) == {path.parent.name for path in ROOT.glob("*/__init__.py")} - {"tests"}
+
+
+def test_bad_flags_and_an_unwritable_out_end_in_one_line_before_measuring(tmp_path, capsys, monkeypatch):
+    import pytest
+
+    import bench
+
+    monkeypatch.setattr(accelerator_check, "measure_all", lambda *a, **k: pytest.fail("measured first"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cases = [
+        (accelerator_check.main, ["--tiny", "--out", str(blocker / "check.md")], f"'{blocker}' is a file"),
+        (accelerator_check.main, ["--bogus"], "unrecognized arguments: --bogus"),
+        (bench.parse_args, ["--skip", "nope"], "--skip got nope; valid: train,convs,profile,rollout"),
+        (bench.parse_args, ["--out", str(blocker / "bench.json")], f"'{blocker}' is a file"),
+    ]
+    for main, argv, words in cases:
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and words in err and err.count("\n") == 1, err
