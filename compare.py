@@ -49,6 +49,7 @@ from matplotlib.ticker import MaxNLocator
 
 import logger
 import media
+import references
 import runs
 import tools
 from errors import UserError
@@ -308,6 +309,7 @@ def plot_curves(path: pathlib.Path, metric: str, results: Sequence[RunResult]) -
     ax = fig.add_subplot()
     colors = {id(r): f"C{i % 10}" for i, r in enumerate(results)}  # a run's colour is the same in every plot
     handles = [_draw_run(ax, run, metric, colors[id(run)]) for run in plotted]
+    handles += _draw_references(ax, metric, plotted)
     handles.append(Patch(color="0.5", alpha=0.35, lw=0, label="shaded: ±1 std over videos (its edges dotted)"))
     contexts = sorted({int(r.settings.get("open_loop_ctx", 0)) for r in plotted})
     for ctx, style in zip(contexts, itertools.cycle(CONTEXT_LINES)):
@@ -333,6 +335,32 @@ def _draw_run(ax, run: RunResult, metric: str, color: str):
     for edge in (mean - std, mean + std):
         ax.plot(frames, edge, color=color, lw=0.7, ls=":", alpha=0.8)
     return line
+
+
+REFERENCE_STYLES = ("-.", ":", (0, (6, 2, 1, 2, 1, 2)))  # per trivial predictor (references.py), in grey
+
+
+def _draw_references(ax, metric: str, plotted: Sequence[RunResult]) -> list:
+    """The trivial predictors' mean curves of the first run whose evaluation scored them (they depend on
+    the test videos, not on the model), as labelled grey lines: the floor each run's curve must clear."""
+    for run in plotted:
+        table = runs.EvalFolder(run.eval_dir).curves_table if run.eval_dir is not None else None
+        if table is None or not table.is_file():
+            continue
+        with table.open() as f:
+            rows = list(csv.DictReader(f))
+        columns = {name: f"{name}_{metric}_mean" for name in references.PREDICTORS}
+        found = {name: col for name, col in columns.items() if rows and col in rows[0]}
+        if not found:
+            continue
+        frames = [int(r["frame"]) for r in rows]
+        lines = []
+        for (name, col), style in zip(found.items(), itertools.cycle(REFERENCE_STYLES)):
+            label = f"reference: {references.title(name)}"
+            (line,) = ax.plot(frames, [float(r[col]) for r in rows], color="0.45", lw=1.1, ls=style, label=label)
+            lines.append(line)
+        return lines
+    return []
 
 
 def _plot_title(name: str, plotted: Sequence[RunResult]) -> str:

@@ -163,6 +163,7 @@ class Config(ModelKeys):
     eval_videos: int = key(10, "labelled prediction videos (MP4) for the first N test videos; 0: none", "eval")
     fvd: bool = key(False, "also compute FVD with I3D (slow on CPU)", "eval")
     lpips: bool = key(False, "also compute LPIPS (AlexNet) per frame, best sample per video by it", "eval")
+    references: bool = key(True, "also score the trivial predictors of references.py (no rollout: cheap)", "eval")
     protocol: str | None = key(None, "'paper' presets the official evaluation (PROTOCOLS); keys given too win", "eval")
 
     # --- derived ---------------------------------------------------------------
@@ -266,6 +267,7 @@ OUTPUT_ONLY = frozenset(
         "ssim_data_range",
         "fvd",
         "lpips",
+        "references",
         "protocol",
         "conv_impl",
     }

@@ -188,6 +188,18 @@ def make_train_loader(
     return iter(ds.to_iter_dataset(TRAIN_READ_AHEAD))
 
 
+MEAN_FRAME_VIDEOS = 1000  # the training videos the mean frame is taken over (all of mmnist's; a cap for large archives)
+
+
+def mean_frame(config: Any) -> np.ndarray:
+    """The mean frame (H, W, C) in [0, 1] over every frame of the first MEAN_FRAME_VIDEOS training videos:
+    the constant prediction of least squared error, scored by evaluations as a reference (references.py)."""
+    videos = open_videos(config, "train")
+    count = min(len(videos), MEAN_FRAME_VIDEOS)
+    total = sum(np.asarray(videos[i], np.float64).sum(axis=0) for i in range(count))
+    return (total / (count * videos.length * 255.0)).astype(np.float32)
+
+
 def make_eval_loader(
     config: Any,
     seq_len: int,

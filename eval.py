@@ -51,6 +51,7 @@ import distributed
 import hugepages
 import logger
 import media
+import references
 import runs
 import steps
 import tools
@@ -224,6 +225,9 @@ def write_results(
     params = jax.device_put(jax.device_get(params), NamedSharding(mesh, P()))  # from the host: every process's devices
     rollout = steps.open_loop(graphdef, config.open_loop_ctx, config.ssim_data_range, tuple(config.use_obs_per_level()))
     scores, fvd_real, fvd_fake, count = Scores(), [], [], 0
+    mean, reference_curves = None, collections.defaultdict(list)  # the trivial predictors' scores, per batch
+    if config.references and folder is not None:
+        mean = data.mean_frame(config)
     bar = log.progress(config.progress and folder is not None, config.num_examples, "video", "eval")
     clock, batches = Stopwatch(), iter(loader)
     writer = BackgroundWriter(clock) if folder is not None else None
@@ -239,6 +243,8 @@ def write_results(
             if writer is not None:
                 with clock("metrics"):
                     extra = extra_metrics(batch, preds, config)
+                    for name, values in (reference_scores(batch, config, mean) if mean is not None else {}).items():
+                        reference_curves[name].append(values)
                 curves = {"ssim": ssim, "psnr": psnr, **extra}
                 writer.submit(write_batch, folder, count, batch, preds, curves, scores, config)
                 if config.fvd:
@@ -261,7 +267,8 @@ def write_results(
     with clock("metrics"):
         fvd = tools.fvd(np.concatenate(fvd_real), np.concatenate(fvd_fake)) if config.fvd else None
     predicted = count * config.num_samples * (config.eval_seq_len - config.open_loop_ctx)
-    return write_summary(folder, scores.stacked(), config, step, fvd, run_name, clock, predicted)
+    reference_curves = {name: np.concatenate(values) for name, values in reference_curves.items()}
+    return write_summary(folder, scores.stacked(), config, step, fvd, run_name, clock, predicted, reference_curves)
 
 
 def run_batch(rollout, params, batch: np.ndarray, config: Config, first: int, sharding: NamedSharding):
@@ -305,6 +312,24 @@ def extra_metrics(batch: np.ndarray, preds: np.ndarray, config: Config) -> dict[
     if config.lpips:
         out["lpips"] = tools.lpips(target, np.clip(preds, 0.0, 1.0))
     return out
+
+
+def reference_scores(batch: np.ndarray, config: Config, mean: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-frame scores (b, T') of every trivial predictor of references.py on the batch's videos, with
+    the model's metrics, named <predictor>_<metric>. No rollout: each sees the context frames only."""
+    ctx = config.open_loop_ctx
+    frames = media.to_unit(batch)
+    out = {}
+    for name, pred in references.predict(frames[:, :ctx], frames.shape[1] - ctx, mean).items():
+        ssim, psnr = _frame_metrics(pred, frames[:, ctx:], config.ssim_data_range)
+        curves = {"ssim": ssim, "psnr": psnr, **extra_metrics(batch, pred[:, None], config)}
+        out |= {f"{name}_{metric}": np.asarray(values).reshape(len(batch), -1) for metric, values in curves.items()}
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _frame_metrics(pred: jax.Array, target: jax.Array, ssim_range: float) -> tuple[jax.Array, jax.Array]:
+    return tools.frame_metrics(pred, target, ssim_range)
 
 
 def _is_official_ssim_range(data_range: float) -> bool:
@@ -366,13 +391,18 @@ def write_summary(
     run_name: str = "",
     clock: Stopwatch | None = None,
     predicted: int = 0,
+    reference_curves: dict[str, np.ndarray] | None = None,
 ):
     """Per-frame mean and std over examples of the best samples' scores (the official
     <metric>_mean.npz, <metric>_stddev.npz and <metric>_range.png, for SSIM, PSNR and the extra
     metrics), curves.csv, metrics.json and the table metrics.md. `clock` (the evaluation's
-    stopwatch) and `predicted` (the number of frames predicted) give metrics.json its "seconds" per phase."""
+    stopwatch) and `predicted` (the number of frames predicted) give metrics.json its "seconds" per phase.
+    `reference_curves`: the trivial predictors' per-frame scores (N, T'), named <predictor>_<metric>."""
     clock = clock or Stopwatch()
     curves = {k: (np.asarray(tools.cap_psnr(v)) if k == "psnr" else v) for k, v in curves.items()}
+    refs = {
+        k: (np.asarray(tools.cap_psnr(v)) if k.endswith("_psnr") else v) for k, v in (reference_curves or {}).items()
+    }
     ctx, n = config.open_loop_ctx, len(curves["ssim"])
     with clock("files"):
         for name, values in curves.items():
@@ -391,7 +421,7 @@ def write_summary(
                 ylabel=tools.METRICS[name].axis_label,
                 context_end=ctx + 0.5,
             )
-        _write_curves(folder.curves_table, curves, ctx)
+        _write_curves(folder.curves_table, {**curves, **refs}, ctx)
     summary = {
         "step": step,
         "num_examples": n,
@@ -404,12 +434,30 @@ def write_summary(
             for name, values in curves.items()
             for frames, mean, std in tools.horizon_means(values)
         ],
+        **({"references": _reference_summary(refs)} if refs else {}),
         "settings": _settings(config),
         "seconds": clock.report(predicted),  # up to here; metrics.json and metrics.md take milliseconds
     }
     media.write_json(folder.summary, summary)
     media.write_text(folder.table, metrics_table(summary, run_name))
     return summary
+
+
+def _reference_summary(refs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per trivial predictor: its title, each metric's mean over frames and videos, and its horizon rows."""
+    out = {}
+    for name in references.PREDICTORS:
+        mine = {key.removeprefix(f"{name}_"): v for key, v in refs.items() if key.startswith(f"{name}_")}
+        out[name] = {
+            "title": references.title(name),
+            **{f"{metric}_mean": float(v.mean()) for metric, v in mine.items()},
+            "horizons": [
+                {"metric": metric, "frames": frames, "mean": mean, "std": std}
+                for metric, values in mine.items()
+                for frames, mean, std in tools.horizon_means(values)
+            ],
+        }
+    return out
 
 
 def _settings(config: Config) -> dict[str, Any]:
@@ -458,7 +506,26 @@ def metrics_table(summary: dict[str, Any], run_name: str = "") -> str:
         note = fvd_note(summary["num_examples"])
         rows.append(["fvd", "first 16", f"{summary['fvd']:.2f}" + (f" ({note})" if note else "")])
     lines.append(media.markdown_table(["metric", "predicted frames", "mean ± std over videos"], rows))
+    if "references" in summary:
+        lines += ["", "Against trivial predictors (references.py), on the same videos and frames:", ""]
+        lines.append(_reference_table(summary))
     return "\n".join(lines) + "\n"
+
+
+def _reference_table(summary: dict[str, Any]) -> str:
+    """Per metric and horizon: the model's mean, each trivial predictor's, and which of them the model beats."""
+    refs = summary["references"]
+    found = {(name, r["metric"], r["frames"]): r["mean"] for name, ref in refs.items() for r in ref["horizons"]}
+    rows = []
+    for r in summary["horizons"]:
+        theirs = {name: found.get((name, r["metric"], r["frames"])) for name in refs}
+        higher = tools.METRICS[r["metric"]].higher_is_better
+        beaten = [n for n, v in theirs.items() if v is not None and (r["mean"] > v if higher else r["mean"] < v)]
+        cells = [f"{v:.4f}" if v is not None else "" for v in theirs.values()]
+        verdict = "all" if len(beaten) == len(refs) else ", ".join(refs[n]["title"] for n in beaten) or "none"
+        rows.append([r["metric"], r["frames"], f"{r['mean']:.4f}", *cells, verdict])
+    header = ["metric", "predicted frames", "model", *(ref["title"] for ref in refs.values()), "model beats"]
+    return media.markdown_table(header, rows)
 
 
 def main(argv: list[str] | None = None) -> None:

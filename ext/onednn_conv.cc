@@ -15,6 +15,10 @@
 // pass and C's kernel gradient with the roles of src and diff_dst swapped. The channel swap is a
 // stride choice of the weights' memory descriptor, the spatial flip a copy of k*k contiguous blocks.
 //
+// The forward pass may return partial sums: a dst of G * Co channels (flip_swap = 0, G dividing Ci)
+// holds, at channel g * Co + o, the sum over input channels [g Ci/G, (g+1) Ci/G) only (a grouped
+// convolution with every group's weights taken from the one HWIO kernel). The caller adds them.
+//
 // Activations may carry any number of leading dimensions: all but the last three are folded into N.
 // Primitives (and the reorders between the plain kernel and the layout oneDNN picks) are built once
 // per shape and kept in a mutex-guarded cache; they run with a user-provided scratchpad held per
@@ -42,6 +46,7 @@ enum Kind : int { kFwd = 0, kBwdData = 1, kBwdWeights = 2 };
 struct Shape {
   int64_t n, h, w, ci, oh, ow, co, k;
   int flip_swap;
+  int64_t groups = 1;  // the forward pass's input-channel chunks (partial sums), 1 elsewhere
 };
 
 struct Key {
@@ -49,14 +54,15 @@ struct Key {
   Shape s;
   bool operator==(const Key& o) const {
     return kind == o.kind && s.n == o.s.n && s.h == o.s.h && s.w == o.s.w && s.ci == o.s.ci && s.oh == o.s.oh &&
-           s.ow == o.s.ow && s.co == o.s.co && s.k == o.s.k && s.flip_swap == o.s.flip_swap;
+           s.ow == o.s.ow && s.co == o.s.co && s.k == o.s.k && s.flip_swap == o.s.flip_swap &&
+           s.groups == o.s.groups;
   }
 };
 
 struct KeyHash {
   size_t operator()(const Key& key) const {
-    const int64_t v[] = {key.kind, key.s.n, key.s.h, key.s.w, key.s.ci, key.s.oh,
-                         key.s.ow, key.s.co, key.s.k, key.s.flip_swap};
+    const int64_t v[] = {key.kind, key.s.n,  key.s.h, key.s.w,         key.s.ci,    key.s.oh,
+                         key.s.ow, key.s.co, key.s.k, key.s.flip_swap, key.s.groups};
     size_t h = 1469598103934665603ull;
     for (int64_t x : v) h = (h ^ static_cast<size_t>(x)) * 1099511628211ull;
     return h;
@@ -120,6 +126,18 @@ std::shared_ptr<Entry> Build(int kind, const Shape& s) {
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   const auto algo = dnnl::algorithm::convolution_direct;
   md scratch_md;
+  if (s.groups > 1) {  // the forward pass as partial sums over input-channel chunks (see the header)
+    const int64_t g = s.groups, gi = s.ci / g, k = s.k, co = s.co;
+    e->dst_md = ActMd(s.n, g * co, s.oh, s.ow);
+    // The HWIO kernel as dims (G, O, I/G, KH, KW): group g's input channel i is channel g * Ci/G + i.
+    e->user_wei_md = md({g, co, gi, k, k}, dt::f32, dnnl::memory::dims{gi * co, 1, co, k * s.ci * co, s.ci * co});
+    const md any_group_wei({g, co, gi, k, k}, dt::f32, tag::any);
+    auto pd = dnnl::convolution_forward::primitive_desc(eng, dnnl::prop_kind::forward_training, algo, e->src_md,
+                                                        any_group_wei, e->dst_md, strides, pad_l, pad_r, attr);
+    e->prim = dnnl::convolution_forward(pd);
+    e->wei_md = pd.weights_desc();
+    return Finish(kind, e, pd.scratchpad_desc(), attr);
+  }
   // A conv whose output is one pixel and whose window covers the whole input is an inner product
   // (one GEMM); oneDNN's direct convolutions are slow there (the decoder's first layer).
   static const bool use_ip = [] {
@@ -375,7 +393,11 @@ ffi::Error ConvFwdImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Re
   int64_t c = 0, n2 = 0, c2 = 0;
   ActDims(x.dimensions(), &s.n, &s.h, &s.w, &c);
   ActDims(y->dimensions(), &n2, &s.oh, &s.ow, &c2);
-  if (c != s.ci || c2 != s.co || n2 != s.n) return ffi::Error(ffi::ErrorCode::kInvalidArgument, "conv_fwd: shapes");
+  // G * Co output channels: the partial sums over G input-channel chunks (see the header)
+  if (!flip_swap && c2 > s.co && c2 % s.co == 0 && s.ci % (c2 / s.co) == 0) s.groups = c2 / s.co;
+  if (c != s.ci || c2 != s.groups * s.co || n2 != s.n) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "conv_fwd: shapes");
+  }
   return Run(kFwd, s, x.typed_data(), w.typed_data(), y->typed_data());
 }
 

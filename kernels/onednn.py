@@ -5,7 +5,8 @@ blocks.conv_transpose_s2: NHWC activations (any leading dims), HWIO kernels, str
 transposed conv is lax.conv_transpose with VALID padding and the kernel not flipped. Forward pass,
 input gradient and kernel gradient are each one oneDNN primitive (convolution forward, backward data,
 backward weights; the transposed conv uses the same three with roles swapped), as in TensorFlow's CPU
-convs. fp32 only (other dtypes are cast), CPU only, first-order gradients only.
+convs; conv_s2's forward pass adds the partial sums of input-channel chunks (see `chunks`). fp32 only
+(other dtypes are cast), CPU only, first-order gradients only.
 
 The extension is built by `python ext/build.py` (ext/_onednn_conv.so). Where it is missing or cannot be
 loaded, importing this module still works and `available()` is False.
@@ -99,12 +100,39 @@ def _call(name: str, flip_swap: bool, out_shape, a: jax.Array, b: jax.Array) -> 
     return op(a, b)
 
 
+# Input channels per float32 partial sum of conv_s2's forward pass: at most 32 (16 taps x 32 = 512
+# products for the model's kernel 4).
+CHUNK_CHANNELS = 32
+
+
+def chunks(cin: int) -> int:
+    """How many input-channel chunks conv_s2's forward pass sums apart before adding them in order: the
+    fewest that split `cin` evenly into chunks of at most CHUNK_CHANNELS.
+
+    Why: each encoder conv feeds a leaky ReLU, whose derivative is taken from the sign of the float32
+    output. An output within its rounding error of zero can land on the other side of zero than the
+    exact sum, and the gradients of that conv and of every conv below it then change by that unit's
+    share (0.8 of its input gradient): in the whole model's float32 gradient against float64, 5e-4 of
+    a tensor's largest value and more on the first three convs (tests/test_gradients.py). One oneDNN
+    primitive sums all 16 * Cin products of an output in one float32 chain, 1.35x (enc3) and 1.8x
+    (enc4) as far from float64 as XLA's CPU convolutions, which add the partial sums of 32-channel
+    chunks; so more of its outputs land on the wrong side. Summed in these chunks, the forward pass
+    equals XLA's bit for bit on every mmnist encoder layer (AVX-512, jax 0.10.2, oneDNN 3.2)."""
+    return next(g for g in range(-(-cin // CHUNK_CHANNELS), cin + 1) if cin % g == 0)
+
+
 @jax.custom_vjp
 def conv_s2(x: jax.Array, w: jax.Array) -> jax.Array:
-    """Stride-2 VALID convolution (..., H, W, Cin) x (k, k, Cin, Cout) -> (..., (H-k)//2+1, ., Cout)."""
-    k = w.shape[0]
-    shape = lambda xs, ws: (*xs[:-3], blocks.valid_size(xs[-3], k), blocks.valid_size(xs[-2], k), ws[3])
-    return _call("fwd", False, shape, x, w).astype(x.dtype)
+    """Stride-2 VALID convolution (..., H, W, Cin) x (k, k, Cin, Cout) -> (..., (H-k)//2+1, ., Cout).
+    The forward pass is one grouped oneDNN primitive that returns the `chunks(Cin)` partial sums side by
+    side (..., G * Cout), added here in order (XLA fuses the adds into the layer's bias and activation)."""
+    k, cout, g = w.shape[0], w.shape[3], chunks(w.shape[2])
+    shape = lambda xs, ws: (*xs[:-3], blocks.valid_size(xs[-3], k), blocks.valid_size(xs[-2], k), g * ws[3])
+    parts = _call("fwd", False, shape, x, w)
+    y = parts[..., :cout]
+    for i in range(1, g):
+        y = y + parts[..., i * cout : (i + 1) * cout]
+    return y.astype(x.dtype)
 
 
 def _conv_s2_fwd(x, w):

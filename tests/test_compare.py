@@ -200,3 +200,21 @@ def test_script_prints_the_table_and_what_it_wrote(two_runs, tmp_path):
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "| A | 10 | 3850.50 |" in done.stdout and str(out / "ssim.png") in done.stdout
+
+
+def test_the_plots_draw_the_trivial_predictors_of_the_first_evaluation_as_labelled_lines(tmp_path):
+    import matplotlib.pyplot as plt
+
+    run = write_run(tmp_path, "a", [3.0], evals=[("eval_step20_20260101-000000", 20, 0.6)])
+    folder = run / "eval_step20_20260101-000000"
+    header = "frame,ssim_mean,ssim_std,last_context_ssim_mean,last_context_ssim_std,black_ssim_mean,black_ssim_std\n"
+    rows = "".join(f"{CTX + 1 + t},0.6,0.05,{0.7 - t / 100},0,0.8,0\n" for t in range(FRAMES))
+    (folder / "curves.csv").write_text(header + rows)
+    result = compare.load(run)
+    _, ax = plt.subplots()
+    lines = compare._draw_references(ax, "ssim", [result])
+    assert [line.get_label() for line in lines] == ["reference: last context frame held", "reference: all-black frame"]
+    assert list(lines[0].get_xdata()) == list(range(CTX + 1, EVAL_SEQ_LEN + 1))
+    assert lines[0].get_ydata()[1] == pytest.approx(0.69)
+    assert compare._draw_references(ax, "psnr", [result]) == []  # no reference columns for psnr
+    plt.close("all")

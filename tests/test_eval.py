@@ -279,3 +279,36 @@ def test_the_table_says_an_fvd_of_few_videos_is_comparable_only_at_equal_n():
     }
     row = next(line for line in eval_lib.metrics_table(summary).splitlines() if line.startswith("| fvd"))
     assert "556.51 (from 4 videos: FVD grows as N shrinks, compare only at equal N" in row
+
+
+def test_the_held_last_frame_reference_scores_as_scikit_image_does(trained):
+    """Every evaluation scores the trivial predictors beside the model (references.py): metrics.md has
+    their rows and curves.csv their curves; the held last context frame's SSIM and PSNR per frame are
+    scikit-image's on the same frames (SSIM at the run's data range 2.0, PSNR at 1.0)."""
+    import csv
+
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    import data
+
+    config, out = run_eval(trained, "--num_examples", "3", "--eval_videos", "0", "--no_save_grid", "true")
+    rows = list(csv.DictReader((out / "curves.csv").open()))
+    ctx = config.open_loop_ctx
+    videos = next(iter(data.make_eval_loader(config, config.eval_seq_len, 3, 3))).astype(np.float64) / 255
+    for t in range(3):  # the first predicted frames
+        truth, held = videos[:, ctx + t], videos[:, ctx - 1]
+        ssim = [structural_similarity(a[..., 0], b[..., 0], data_range=2.0) for a, b in zip(held, truth)]
+        psnr = [peak_signal_noise_ratio(b, a, data_range=1.0) for a, b in zip(held, truth)]
+        assert int(rows[t]["frame"]) == ctx + 1 + t
+        assert float(rows[t]["last_context_ssim_mean"]) == pytest.approx(np.mean(ssim), rel=1e-4)
+        assert float(rows[t]["last_context_psnr_mean"]) == pytest.approx(np.mean(psnr), rel=1e-4)
+    assert {"mean_frame_ssim_mean", "mean_frame_psnr_mean", "last_context_ssim_range1_mean"} <= rows[0].keys()
+    table = (out / "metrics.md").read_text()
+    assert (
+        "| metric | predicted frames | model | last context frame held | training mean frame | model beats |" in table
+    )
+    summary = json.loads((out / "metrics.json").read_text())
+    assert set(summary["references"]) == {"last_context", "mean_frame", "black"}
+    _, off = run_eval(trained, "--num_examples", "1", "--eval_videos", "0", "--references", "false")
+    assert "references" not in json.loads((off / "metrics.json").read_text())
+    assert "last_context" not in (off / "curves.csv").read_text()

@@ -242,3 +242,26 @@ def test_kernel_gradient_is_within_1e_5_of_float64(op, size, cin, cout, k, frame
     want = kernel_grad_float64(x, dy, k, op == "conv_transpose_s2")
     error = float(np.max(np.abs(np.asarray(got, np.float64) - want)) / np.max(np.abs(want)))
     assert error <= 1e-5, f"{op} {size}x{size}x{cin}->{cout}, {frames} frames: kernel gradient off by {error:.2e}"
+
+
+@requires_onednn
+@pytest.mark.parametrize("size,cin,cout", [(31, 32, 64), (14, 64, 128), (6, 128, 256)])
+def test_forward_pass_rounds_as_little_as_xla(size, cin, cout):
+    """The encoder's leaky ReLUs take their derivative from the sign of each conv's float32 output: the
+    farther the forward pass rounds from float64, the more outputs near zero land on the wrong side and
+    change the whole gradient below them (tests/test_gradients.py). Mean |error| over the outputs'
+    standard deviation, measured: XLA's convolutions (32-channel partial sums) 2.0e-7, 2.1e-7, 2.2e-7 on
+    these layers, as conv_s2 (the same sums); one float32 chain over all 16 * Cin products 2.0e-7,
+    2.9e-7, 4.0e-7."""
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.normal(size=(50, size, size, cin)), 0).astype(np.float32)
+    w = (rng.normal(size=(4, 4, cin, cout)) / np.sqrt(16 * cin)).astype(np.float32)
+    with jax.enable_x64(True):
+        want = np.asarray(plain_conv(jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)))
+    got = np.asarray(jax.jit(onednn.conv_s2)(x, w), np.float64)
+    error = float(np.mean(np.abs(got - want)) / np.std(want))
+    assert error <= 2.5e-7, f"conv_s2 {size}x{size}x{cin}->{cout}: forward pass off float64 by {error:.2e} (mean)"
+
+
+def test_forward_chunks_split_input_channels_evenly_into_at_most_32():
+    assert [onednn.chunks(c) for c in (1, 3, 32, 33, 48, 64, 96, 128, 256)] == [1, 1, 1, 3, 2, 2, 3, 4, 8]
