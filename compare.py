@@ -13,7 +13,10 @@ evaluation still gets a row (the training columns). Writes into --out (default
                              step, N test videos, samples, context, SSIM data range, scores
     ssim.png, psnr.png       each run's mean per predicted frame over its test videos, ±1 std
                              over videos shaded, the end of the context dashed;
-    ssim_range1.png, lpips.png  the same, when an evaluation has those curves
+    ssim_range1.png, lpips.png  the same, when an evaluation has those curves; each also draws the
+                             trivial predictors' curves (references.py) as grey reference lines
+    training.png             each run's train and validation loss and validation open-loop SSIM and
+                             PSNR from its metrics.jsonl, against the step (or --x hours)
 
 Runs evaluated with different settings (context frames, SSIM data range, ...) are still
 compared, with a note naming the difference. Reads files only (no model, no checkpoint): numpy
@@ -76,6 +79,7 @@ class RunResult:
     summary: dict[str, Any] | None = None  # the evaluation's metrics.json
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)  # (mean, std)
     skipped: str | None = None  # which lines of metrics.jsonl did not read (a line cut by a killed run)
+    history: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)  # metrics.jsonl by step
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -178,6 +182,7 @@ def load(folder: str | pathlib.Path, label: str | None = None) -> RunResult:
     training, last_step = final_values(metrics.steps)
     result = RunResult(label or run_dir.resolve().name, path, training, last_step, eval_dir)
     result.skipped = metrics.skipped_note(metrics_file)
+    result.history = metrics.steps
     if eval_dir is not None:
         result.summary = _read_summary(eval_dir)
         result.curves = read_curves(eval_dir, _predicted_frames(result.summary))
@@ -363,6 +368,40 @@ def _draw_references(ax, metric: str, plotted: Sequence[RunResult]) -> list:
     return []
 
 
+TRAINING_PANELS = (  # training.png: (title, y label, metrics.jsonl keys drawn, their line styles)
+    ("loss (nats per frame)", "loss", ("train/loss", "val/loss"), ("-", "--")),
+    ("validation open-loop SSIM", "SSIM", ("val/open_loop_ssim",), ("--",)),
+    ("validation open-loop PSNR", "PSNR (dB)", ("val/open_loop_psnr",), ("--",)),
+)
+X_AXES = {"step": "training step", "hours": "hours since the run's first logged line"}
+
+
+def plot_training(path: pathlib.Path, results: Sequence[RunResult], x_axis: str = "step") -> None:
+    """Each run's training curves from its metrics.jsonl (no wandb needed): train and validation loss,
+    validation open-loop SSIM and PSNR, against the step or the wall-clock hours since its first line."""
+    fig = Figure(figsize=(12, 4.2), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(TRAINING_PANELS))
+    colors = {id(r): f"C{i % 10}" for i, r in enumerate(results)}
+    for ax, (title, ylabel, keys, styles) in zip(axes, TRAINING_PANELS):
+        for run in results:
+            start = min((v["time"] for v in run.history.values() if "time" in v), default=0.0)
+            for key, style in zip(keys, styles):
+                points = [(s, v[key], v.get("time", start)) for s, v in sorted(run.history.items()) if key in v]
+                if points:
+                    xs = [p[0] if x_axis == "step" else (p[2] - start) / 3600 for p in points]
+                    label = f"{run.label}: {key}" if len(keys) > 1 else run.label
+                    ax.plot(xs, [p[1] for p in points], color=colors[id(run)], ls=style, lw=1.3, label=label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(X_AXES[x_axis])
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    with media.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
 def _plot_title(name: str, plotted: Sequence[RunResult]) -> str:
     """What a curve is: the mean over test videos of one sample per video, or of each video's best."""
     samples = {(r.summary or {}).get("num_samples") for r in plotted}
@@ -375,9 +414,15 @@ def _plot_title(name: str, plotted: Sequence[RunResult]) -> str:
 # --- the command -------------------------------------------------------------------------------
 
 
-def compare(folders: Sequence[str | pathlib.Path], out: str | pathlib.Path, labels: Sequence[str] | None = None):
-    """Reads the folders, writes table.md, table.csv and a plot per metric into `out`; returns the
-    runs read and the paths written."""
+def compare(
+    folders: Sequence[str | pathlib.Path],
+    out: str | pathlib.Path,
+    labels: Sequence[str] | None = None,
+    x_axis: str = "step",
+):
+    """Reads the folders, writes table.md, table.csv, a plot per evaluation metric and the training
+    curves (training.png, against `x_axis`: step or hours) into `out`; returns the runs read and the
+    paths written."""
     labels = list(labels) if labels else default_labels(folders)
     if len(labels) != len(folders) or not all(labels):
         raise CompareError(
@@ -395,6 +440,9 @@ def compare(folders: Sequence[str | pathlib.Path], out: str | pathlib.Path, labe
             if any(metric in r.curves for r in results):
                 written.append(out / f"{metric}.png")
                 plot_curves(written[-1], metric, results)
+        if any(r.history for r in results):
+            written.append(out / "training.png")
+            plot_training(written[-1], results, x_axis)
     except OSError as e:
         raise CompareError(f"cannot write the comparison into '{out}': {e.strerror or e}") from None
     return results, written
@@ -405,6 +453,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("folders", nargs="+", help="run folders (logs/<dataset>/<run>) or evaluation folders")
     parser.add_argument("--out", help="folder for table.md, table.csv and the plots (default: ./compare_<time>)")
     parser.add_argument("--labels", help="comma-separated names for the runs, one per folder (default: run names)")
+    parser.add_argument("--x", choices=sorted(X_AXES), default="step", help="training.png's x axis")
     return parser.parse_args(argv)
 
 
@@ -420,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args = parse_args(argv)
         labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
         out = args.out or f"compare_{time.strftime('%Y%m%d-%H%M%S')}"
-        results, written = compare(args.folders, out, labels)
+        results, written = compare(args.folders, out, labels, args.x)
         print(markdown(results))
         for note in differences(results) + [r.skipped for r in results if r.skipped]:
             print(f"note: {note}")

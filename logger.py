@@ -114,7 +114,10 @@ def read_metrics(path: pathlib.Path) -> LoggedMetrics:
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
             try:
                 record = json.loads(line)
-                out.setdefault(int(record.pop("step")), {}).update(record)
+                step = int(record.pop("step"))
+                if "time" in record and all(k.startswith("eval/") for k in record if k != "time"):
+                    record["eval/time"] = record.pop("time")  # an evaluation's line: training's time stays
+                out.setdefault(step, {}).update(record)
             except (ValueError, KeyError, TypeError, AttributeError):
                 skipped.append(number)
     return LoggedMetrics(out, skipped)

@@ -93,7 +93,7 @@ def test_table_has_one_row_per_run_with_its_final_values(two_runs, tmp_path):
     assert [(r["eval step"], r["N"], r["ctx"], r["SSIM range"]) for r in row] == [(10, 4, CTX, 2.0)] * 2
     assert "lpips_mean" not in header and "val/neg_elbo" not in header  # columns no run has
     assert results[1].eval_dir.name == "eval_step10_20260101-120000-2"
-    assert [p.name for p in written] == ["table.md", "table.csv", "ssim.png", "psnr.png"]
+    assert [p.name for p in written] == ["table.md", "table.csv", "ssim.png", "psnr.png", "training.png"]
     md = (tmp_path / "out" / "table.md").read_text().splitlines()
     assert len(md) == 4 and md[-1].endswith("|") and md[2].startswith("| runA | 10 | 3850.50 |") and "0.6500" in md[2]
 
@@ -118,7 +118,7 @@ BLUE, ORANGE = (31, 119, 180), (255, 127, 14)  # the first two runs' lines (matp
 def test_plots_overlay_every_run(two_runs, tmp_path):
     write_eval(two_runs[1], "eval_step10_20260101-130000", 10, 0.7, lpips=True)  # only run B has LPIPS
     _, written = compare.compare(two_runs, tmp_path / "out")
-    assert [p.name for p in written][2:] == ["ssim.png", "psnr.png", "lpips.png"]
+    assert [p.name for p in written][2:] == ["ssim.png", "psnr.png", "lpips.png", "training.png"]
     image = iio.imread(tmp_path / "out" / "ssim.png")
     assert image.shape[:2] == (506, 880)  # 8 x (4.2 + 0.2 per run) inches at 110 dpi
     assert has_colour(image, BLUE) and has_colour(image, ORANGE)
@@ -218,3 +218,17 @@ def test_the_plots_draw_the_trivial_predictors_of_the_first_evaluation_as_labell
     assert lines[0].get_ydata()[1] == pytest.approx(0.69)
     assert compare._draw_references(ax, "psnr", [result]) == []  # no reference columns for psnr
     plt.close("all")
+
+
+def test_training_curves_come_from_metrics_jsonl_against_step_or_hours(tmp_path, monkeypatch):
+    run = write_run(tmp_path, "a", [3.0, 2.5, 2.0])  # no evaluation: the training curves still come
+    drawn = []
+    monkeypatch.setattr(compare.Figure, "savefig", lambda self, *a, **k: drawn.append(self))
+    for x_axis in ("step", "hours"):
+        _, written = compare.compare([run], tmp_path / f"out-{x_axis}", x_axis=x_axis)
+        assert written[-1].name == "training.png"
+    loss_step, loss_hours = (fig.axes[0].get_lines() for fig in drawn)
+    assert [line.get_label() for line in loss_step] == ["a: train/loss", "a: val/loss"]
+    assert list(loss_step[0].get_xdata()) == [5, 10, 15] and list(loss_step[0].get_ydata()) == [3.0, 2.5, 2.0]
+    assert list(loss_hours[0].get_xdata()) == [0.0, 0.0, 0.0]  # every line was written at time 1.0
+    assert drawn[0].axes[1].get_lines()[0].get_ydata()[0] == 0.5  # val/open_loop_ssim at step 10
