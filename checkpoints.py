@@ -11,19 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import pathlib
 import re
 import shutil
 import sys
 import tempfile
+import threading
 import traceback
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from flax import nnx
 
 import steps
@@ -242,43 +246,59 @@ def _reason(e: BaseException, limit: int = 300) -> str:
 
 
 @contextlib.contextmanager
-def quiet_orbax() -> Iterator[None]:
-    """Show what an orbax call writes to stderr only when the call succeeds. When a read or a write
-    fails, tensorstore, orbax's threads and the `asyncio` logger report it before the error reaches
-    us; we report it once, in one line (restore_with_fallback, save_checkpoint). Nothing of a failed
-    call outlives the holding, so nothing of it is printed later: its event loops end every read
-    before they close, and its frames are freed inside."""
-    with held_stderr(), _draining_loops():
+def quiet_orbax():
+    """Hold back everything an orbax call writes to stderr, and show it only when the call succeeds.
+    When a read or a write fails, orbax's threads, tensorstore, the `asyncio` and absl loggers,
+    unraisable exceptions and warnings all report it before the error reaches us; we report it
+    once, in one line. Nothing of a failed call outlives the holding, so nothing of it is printed
+    later: its event loops end every read before they close, and its frames are freed inside."""
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)  # what tensorstore's C++ (or anything else) writes to fd 2
         try:
-            yield
-        except Exception as e:
-            _free_failed_call(e)
-            raise
+            with _python_output_into(held), _draining_loops():
+                try:
+                    yield
+                except Exception as e:
+                    _free_failed_call(e)
+                    raise
+        finally:
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+        held.seek(0)
+        replay = held.read().decode(errors="replace")
+    sys.stderr.write(replay)  # the call succeeded: what it printed was real output
 
 
 @contextlib.contextmanager
-def held_stderr() -> Iterator[None]:
-    """Everything written to file descriptor 2 while the block runs (Python's stderr, loggers, warnings
-    and hooks, from any thread, and tensorstore's C++) goes to a temporary file: written out when the
-    block ends normally, dropped when it raises. The one place that takes fd 2."""
-    streams = {sys.stderr, sys.__stderr__} - {None}
-    for stream in streams:
-        stream.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
+def _python_output_into(held):
+    """Send sys.stderr, the `asyncio` and absl loggers, unraisable exceptions, exceptions ending a
+    thread and warnings to the file `held` (from every thread) while the context lasts; orbax's own
+    absl info and warning lines are dropped, as outside it."""
+    text = open(os.dup(held.fileno()), "w", buffering=1, errors="backslashreplace")
+    handler = logging.StreamHandler(text)
+    handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
+    loggers = {logger: logger.propagate for logger in (logging.getLogger("asyncio"), absl_logging.get_absl_logger())}
+    saved = sys.stderr, sys.unraisablehook, threading.excepthook, absl_logging.get_verbosity()
+    sys.stderr, sys.unraisablehook, threading.excepthook = text, sys.__unraisablehook__, threading.__excepthook__
+    absl_logging.set_verbosity(absl_logging.FATAL)
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: text.write(
+                warnings.formatwarning(message, category, filename, lineno, line)
+            )
             yield
-        finally:
-            for stream in streams:
-                with contextlib.suppress(Exception):
-                    stream.flush()  # Python's buffered lines land in the file, not after it
-            os.dup2(saved, 2)
-            os.close(saved)
-        held.seek(0)
-        replay = held.read().decode(errors="replace")
-    sys.stderr.write(replay)  # the block succeeded: what it printed was real output
-    sys.stderr.flush()
+    finally:
+        for logger, propagate in loggers.items():
+            logger.removeHandler(handler)
+            logger.propagate = propagate
+        sys.stderr, sys.unraisablehook, threading.excepthook = saved[:3]
+        absl_logging.set_verbosity(saved[3])
+        text.close()
 
 
 class _DrainingLoop(asyncio.SelectorEventLoop):
@@ -312,17 +332,21 @@ class _DrainingLoop(asyncio.SelectorEventLoop):
         await self.shutdown_default_executor()
 
 
+class _DrainingPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return _DrainingLoop()
+
+
 @contextlib.contextmanager
-def _draining_loops() -> Iterator[None]:
-    """orbax makes each call's event loop with asyncio.new_event_loop(); while the context lasts, that
-    function makes a `_DrainingLoop`. (asyncio's own hook for this, the event loop policy, is
-    deprecated from Python 3.14; asyncio.run and asyncio.Runner do not call this function.)"""
-    saved = asyncio.new_event_loop
-    asyncio.new_event_loop = _DrainingLoop
+def _draining_loops():
+    """Every event loop made while the context lasts is a `_DrainingLoop`: orbax makes its loops
+    with asyncio.new_event_loop(), which asks the event loop policy."""
+    saved = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_DrainingPolicy())
     try:
         yield
     finally:
-        asyncio.new_event_loop = saved
+        asyncio.set_event_loop_policy(saved)
 
 
 def _free_failed_call(e: BaseException) -> None:
