@@ -79,5 +79,5 @@ def conv(layer: nnx.Conv | nnx.ConvTranspose, x: jax.Array, form: str) -> jax.Ar
 def ops(form: str):
     """(conv_s2, conv_transpose_s2) of the form 'blocks' or 'onednn': (N, H, W, Cin) x HWIO kernels."""
     if form == "onednn":
-        return onednn.conv_s2, onednn.conv_transpose_s2_fast
+        return onednn.conv_s2_fast, onednn.conv_transpose_s2_fast
     return blocks.conv_s2, blocks.conv_transpose_s2

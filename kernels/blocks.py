@@ -93,12 +93,25 @@ def _kernel_grad_s2(x: jax.Array, dy: jax.Array, k: int) -> jax.Array:
     return _correlate_s2(x, dy, k)
 
 
+def few_output_pixels(x: jax.Array, w: jax.Array) -> bool:
+    """Whether conv_s2's output is at most 2 pixels wide (the encoder's last layer): there, with many
+    channels, `conv_s2_taps` beats lax.conv and oneDNN's primitive."""
+    return valid_size(x.shape[-3], w.shape[0]) <= 2
+
+
+def conv_s2_taps(x: jax.Array, w: jax.Array) -> jax.Array:
+    """conv_s2 as one matmul of all k*k taps of every output pixel with the kernel (N, H, W, Cin)."""
+    k, _, cin, cout = w.shape
+    out = valid_size(x.shape[1], k)
+    taps = jnp.concatenate([_tap_row(x, ky, k, out) for ky in range(k)], axis=-1)
+    return taps @ w.reshape(k * k * cin, cout)
+
+
 def _conv_s2_forward(x: jax.Array, w: jax.Array) -> jax.Array:
     k, _, cin, cout = w.shape
     out = valid_size(x.shape[1], k)
-    if out <= 2:  # few output pixels, many channels: one matmul over all k*k taps beats lax.conv
-        taps = jnp.concatenate([_tap_row(x, ky, k, out) for ky in range(k)], axis=-1)
-        return taps @ w.reshape(k * k * cin, cout)
+    if few_output_pixels(x, w):
+        return conv_s2_taps(x, w)
     if _use_blocks(k, cin, out):
         return _conv_s2_blocks(x, w)
     return lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=_DN)

@@ -6,7 +6,8 @@ transposed conv is lax.conv_transpose with VALID padding and the kernel not flip
 input gradient and kernel gradient are each one oneDNN primitive (convolution forward, backward data,
 backward weights; the transposed conv uses the same three with roles swapped), as in TensorFlow's CPU
 convs; conv_s2's forward pass adds the partial sums of input-channel chunks (see `chunks`). fp32 only
-(other dtypes are cast), CPU only, first-order gradients only.
+(other dtypes are cast), CPU only, first-order gradients only. `conv_s2_fast` and `conv_transpose_s2_fast`,
+what the 'onednn' form runs, take the forward pass from the pure-JAX forms on the layers where those win.
 
 The extension is built by `python ext/build.py` (ext/_onednn_conv.so). Where it is missing or cannot be
 loaded, importing this module still works and `available()` is False.
@@ -172,6 +173,27 @@ def conv_transpose_s2_grads(x: jax.Array, w: jax.Array, dy: jax.Array) -> tuple[
 
 
 conv_transpose_s2.defvjp(_conv_transpose_s2_fwd, lambda res, dy: conv_transpose_s2_grads(*res, dy))
+
+
+def conv_s2_fast(x: jax.Array, w: jax.Array) -> jax.Array:
+    """conv_s2 as the 'onednn' form runs it: where the output is at most 2 pixels wide (the encoder's
+    last layer) the forward pass is the pure-JAX matmul over all k*k taps, which beats the primitive there
+    even before its chunked sum (and XLA's matmul sums in blocks, as accurately); the gradients are
+    oneDNN's in every case."""
+    return _taps_s2_then_onednn(x, w) if blocks.few_output_pixels(x, w) else conv_s2(x, w)
+
+
+def _conv_s2_taps(x: jax.Array, w: jax.Array) -> jax.Array:
+    y = blocks.conv_s2_taps(x.reshape(-1, *x.shape[-3:]), w)  # leading dims folded into frames
+    return y.reshape(*x.shape[:-3], *y.shape[1:])
+
+
+@jax.custom_vjp
+def _taps_s2_then_onednn(x, w):
+    return _conv_s2_taps(x, w)
+
+
+_taps_s2_then_onednn.defvjp(lambda x, w: (_conv_s2_taps(x, w), (x, w)), _conv_s2_bwd)
 
 
 def conv_transpose_s2_fast(x: jax.Array, w: jax.Array) -> jax.Array:

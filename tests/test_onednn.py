@@ -120,6 +120,20 @@ def test_vmap(op):
 
 
 @requires_onednn
+def test_conv_s2_fast_equals_conv_s2_where_it_takes_the_taps_forward():
+    """conv_s2_fast (the 'onednn' form's op) on a layer with a 2-pixel output (enc4): the pure-JAX taps
+    forward with oneDNN's gradients, with leading batch dims and under vmap over frames and kernels."""
+    size, cin, cout, k = ENCODER[0]
+    x, w, cotangent = inputs((2, 3, size, size, cin), (k, k, cin, cout), jax.vmap(plain_conv, (0, None)), seed=4)
+    assert blocks.few_output_pixels(x, w)
+    both = lambda f: lambda x, w, c: value_and_grads(f, x, w, c)
+    fast, prim = jax.jit(both(onednn.conv_s2_fast)), jax.jit(both(onednn.conv_s2))
+    assert_close(fast(x, w, cotangent), prim(x, w, cotangent))
+    ws = jnp.stack([w, -w])
+    assert_close(jax.vmap(fast)(x, ws, cotangent), jax.vmap(prim)(x, ws, cotangent))
+
+
+@requires_onednn
 def test_inside_a_jitted_loss_with_other_ops():
     """A small encoder-decoder chain of both ops under jit and grad, as the model uses them."""
     enc = [(4, 4, 1, 8), (4, 4, 8, 16)]
@@ -245,22 +259,23 @@ def test_kernel_gradient_is_within_1e_5_of_float64(op, size, cin, cout, k, frame
 
 
 @requires_onednn
+@pytest.mark.parametrize("op", ["conv_s2", "conv_s2_fast"])
 @pytest.mark.parametrize("size,cin,cout", [(31, 32, 64), (14, 64, 128), (6, 128, 256)])
-def test_forward_pass_rounds_as_little_as_xla(size, cin, cout):
+def test_forward_pass_rounds_as_little_as_xla(op, size, cin, cout):
     """The encoder's leaky ReLUs take their derivative from the sign of each conv's float32 output: the
     farther the forward pass rounds from float64, the more outputs near zero land on the wrong side and
     change the whole gradient below them (tests/test_gradients.py). Mean |error| over the outputs'
     standard deviation, measured: XLA's convolutions (32-channel partial sums) 2.0e-7, 2.1e-7, 2.2e-7 on
-    these layers, as conv_s2 (the same sums); one float32 chain over all 16 * Cin products 2.0e-7,
-    2.9e-7, 4.0e-7."""
+    these layers, as conv_s2 (the same sums; conv_s2_fast's matmul on the last: 2.2e-7); one float32
+    chain over all 16 * Cin products 2.0e-7, 2.9e-7, 4.0e-7."""
     rng = np.random.default_rng(0)
     x = np.maximum(rng.normal(size=(50, size, size, cin)), 0).astype(np.float32)
     w = (rng.normal(size=(4, 4, cin, cout)) / np.sqrt(16 * cin)).astype(np.float32)
     with jax.enable_x64(True):
         want = np.asarray(plain_conv(jnp.asarray(x, jnp.float64), jnp.asarray(w, jnp.float64)))
-    got = np.asarray(jax.jit(onednn.conv_s2)(x, w), np.float64)
+    got = np.asarray(jax.jit(getattr(onednn, op))(x, w), np.float64)
     error = float(np.mean(np.abs(got - want)) / np.std(want))
-    assert error <= 2.5e-7, f"conv_s2 {size}x{size}x{cin}->{cout}: forward pass off float64 by {error:.2e} (mean)"
+    assert error <= 2.5e-7, f"{op} {size}x{size}x{cin}->{cout}: forward pass off float64 by {error:.2e} (mean)"
 
 
 def test_forward_chunks_split_input_channels_evenly_into_at_most_32():
