@@ -260,19 +260,30 @@ def name_run(config: Config) -> Config:
     return dataclasses.replace(config, run_name=config.default_run_name())
 
 
+LOCAL_SWEEP = "CWVAE_SWEEP_ID"  # sweep.py's trials: the local sweep's id (a wandb agent sets WANDB_SWEEP_ID)
+
+
 def in_sweep() -> bool:
+    """Whether this process is a sweep's trial: a wandb agent's or sweep.py's."""
+    return bool(sweep_id())
+
+
+def in_wandb_sweep() -> bool:
+    """Whether this process is a wandb agent's trial (its run config comes from wandb)."""
     return bool(os.environ.get("WANDB_SWEEP_ID"))
 
 
 def sweep_id() -> str:
-    return os.environ.get("WANDB_SWEEP_ID", "")
+    return os.environ.get("WANDB_SWEEP_ID") or os.environ.get(LOCAL_SWEEP, "")
 
 
-def name_trial(config: Config) -> Config:
+def name_trial(config: Config, sweep: str | None = None) -> Config:
     """A sweep trial's folder, sweep-<sweep id>/<name>: the name the command line gave (train.py
-    names it after the swept values), else the run's default name (main keys and hash)."""
+    names it after the swept values), else the run's default name (main keys and hash). `sweep`:
+    the sweep's id (None: this process's, sweep_id())."""
     name = config.run_name or config.default_run_name()
-    return dataclasses.replace(config, run_name=f"sweep-{sweep_id()}/{name.rpartition('/')[2]}")
+    sweep = sweep_id() if sweep is None else sweep
+    return dataclasses.replace(config, run_name=f"sweep-{sweep}/{name.rpartition('/')[2]}")
 
 
 def resume_config(config: Config) -> Config:

@@ -110,14 +110,15 @@ def num_train_steps(config: Config) -> int:
 
 class Metrics:
     """The last step's metrics, fetched one step late so that the host never waits on the
-    device; a non-finite loss raises with its step; scalars logged every save_scalars_every."""
+    device; a non-finite loss raises with its step; scalars logged every save_scalars_every, with
+    the steps per second since the last log and the time left to step `total`."""
 
-    def __init__(self, config: Config, exp_dir: pathlib.Path, log: logger.Logger, bar, start: int):
-        self.config, self.exp_dir, self.log, self.bar = config, exp_dir, log, bar
+    def __init__(self, config: Config, exp_dir: pathlib.Path, log: logger.Logger, bar, start: int, total: int):
+        self.config, self.exp_dir, self.log, self.bar, self.total = config, exp_dir, log, bar, total
         self.losses: dict[int, float] = {}
         self.kept: tuple[int, float] | None = None  # (step, loss) of the newest checkpoint written
         self._pending = None
-        self._since = (time.time(), start)  # for steps per second
+        self._since: tuple[float, int] | None = None  # (time, step) the pace counts from: the first step's end
 
     def put(self, step: int, metrics: dict) -> None:
         """Record this step's (still computing) metrics after flushing the previous step's."""
@@ -131,7 +132,9 @@ class Metrics:
             return
         step, metrics = self._pending
         self._pending = None
-        loss = float(metrics["loss"])
+        loss = float(metrics["loss"])  # waits for the step
+        if self._since is None:  # the first step this process ran (it compiled): the pace counts from its end
+            self._since = (time.time(), step)
         self.check_finite(loss, "loss", step)
         self.losses[step] = loss
         if self.bar is not None:
@@ -154,12 +157,23 @@ class Metrics:
         raise TrainingError(f"non-finite {name} {value} at step {step}; {kept}")
 
     def _log_scalars(self, step: int, metrics: dict, loss: float) -> None:
-        now = time.time()
-        rate = (step - self._since[1]) / max(now - self._since[0], 1e-9)
+        """The step's scalars, and a line with the pace since the last log (this process's steps only:
+        a resumed run counts from its checkpoint) and the time left to step `total` at that pace."""
+        now, (then, since) = time.time(), self._since
         self._since = (now, step)
-        self.log.write({**scalars(metrics, "train"), "train/steps_per_sec": rate}, step)
+        rate = (step - since) / max(now - then, 1e-9) if step > since else None
+        pace = {"train/steps_per_sec": rate} if rate is not None else {}
+        self.log.write({**scalars(metrics, "train"), **pace}, step)
         text = f"step {step}: loss {loss:.2f} nll {float(metrics['nll_term']):.2f} kl {float(metrics['kl_term']):.3f}"
-        self.log.print(f"{text} ({rate:.2f} steps/s)")
+        if rate is not None:
+            text += f" ({rate:.2f} steps/s, {_duration((self.total - step) / rate)} left to step {self.total})"
+        self.log.print(text)
+
+
+def _duration(seconds: float) -> str:
+    """h:mm:ss"""
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def scalars(metrics: dict, prefix: str) -> dict[str, float]:
@@ -279,13 +293,14 @@ def train(config: Config) -> TrainResult:
     run out, or after a SIGINT/SIGTERM (with a checkpoint written)."""
     config = runs.absolute_paths(cfg_lib.validate(config, jax.device_count()))  # the saved config reads from anywhere
     if runs.in_sweep() and jax.process_count() > 1:
-        raise ConfigError("a wandb sweep runs one process per trial; unset JAX_NUM_PROCESSES")
+        raise ConfigError("a sweep runs one process per trial; unset JAX_NUM_PROCESSES")
     # Every check a run can fail on, before any folder, wandb run or model is made:
     steps.check_model_keys(config)  # cell_type, conv_impl (onednn: its extension)
     data.check_source(config)  # the data can be had, and datadir written where data is still to come
     wandb_run = None
-    if runs.in_sweep():  # a trial's folder: sweep-<id>/<its values>; the agent's run config overrides ours
+    if runs.in_sweep():  # a trial's folder: sweep-<id>/<its values> (a wandb agent's or sweep.py's)
         config = runs.name_trial(config)
+    if runs.in_wandb_sweep():  # the agent's run config overrides ours
         wandb_run = logger.open_wandb(config, runs.RunFolder.of(config))
         config = cfg_lib.with_wandb(config, dict(wandb_run.config), jax.device_count())
     config = runs.resume_config(runs.name_run(config))
@@ -335,7 +350,7 @@ def _train(config: Config, exp_dir: pathlib.Path, log: logger.Logger) -> TrainRe
     log.print(f"training from step {start} to {total} in {exp_dir}")
     log.print("compiling the training step (the first step takes a while) ...")
     bar = log.progress(config.progress, total, "step", initial=start)
-    tracker = Metrics(config, exp_dir, log, bar, start)
+    tracker = Metrics(config, exp_dir, log, bar, start, total)
     summaries = Summaries(config, graphdef, val_batches, log, tracker)
     step = start
     stopped = False
