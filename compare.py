@@ -19,9 +19,10 @@ evaluation still gets a row (the training columns). Writes into --out (default
                              PSNR from its metrics.jsonl, against the step (or --x hours)
 
 Runs evaluated with different settings (context frames, SSIM data range, ...) are still
-compared, with a note naming the difference. Reads files only (no model, no checkpoint): numpy
-and matplotlib, media for the atomic writes, and tools for the metrics' titles and units (tools
-imports JAX: about 3 s of start-up).
+compared, with a note naming the difference. An action-conditioned run evaluated given its actions
+and given none (eval.py --eval_actions zero) is two evaluation folders: pass both, and the legend says
+which. Reads files only (no model, no checkpoint): numpy and matplotlib, media for the atomic writes,
+and tools for the metrics' titles and units (tools imports JAX: about 3 s of start-up).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ CURVE_METRICS = tuple(tools.METRICS)  # plotted when an evaluation has their cur
 REQUIRED_CURVES = ("ssim", "psnr")  # every evaluation has these
 CONTEXT_LINES = ("--", "-.", ":")  # one dashed style per distinct context length
 SETTINGS_COMPARED = ("dataset", "protocol", "open_loop_ctx", "eval_seq_len", "ssim_data_range", "use_obs")
+ACTIONS_LEGEND = {"given": ", given its actions", "zero": ", given no actions"}  # eval_actions, in the legend
 
 
 class CompareError(UserError):
@@ -296,12 +298,14 @@ def differences(results: Sequence[RunResult]) -> list[str]:
 
 
 def legend_label(run: RunResult) -> str:
-    """A run's legend entry: its label, the checkpoint step evaluated, N test videos, and the number
-    of samples each video's best was chosen from."""
+    """A run's legend entry: its label, the checkpoint step evaluated, N test videos, the number of
+    samples each video's best was chosen from, and for an action-conditioned run whether it was given
+    the videos' actions or none (eval.py --eval_actions)."""
     s = run.summary or {}
     samples = s.get("num_samples")
     best = f", best of {samples}" if isinstance(samples, int) and samples > 1 else ""
-    return f"{run.label} (step {s.get('step')}, N={s.get('num_examples')} videos{best})"
+    given = ACTIONS_LEGEND.get(run.settings.get("actions"), "")
+    return f"{run.label} (step {s.get('step')}, N={s.get('num_examples')} videos{best}{given})"
 
 
 def plot_curves(path: pathlib.Path, metric: str, results: Sequence[RunResult]) -> None:

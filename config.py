@@ -81,6 +81,9 @@ class ModelKeys:
     )
     free_nats: float | None = key(None, "KL per level is max(0, KL - free_nats)", "model")
     kl_grad_post_perc: float | None = key(None, "KL balancing: share of the KL gradient to the posterior", "model")
+    use_actions: bool = key(
+        False, "condition each level's prior on the previous actions (mazes, minerl)", "model", added_later=True
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,13 +95,21 @@ class ModelConfig(ModelKeys):
     frame_size: int = 64  # frames are frame_size x frame_size pixels: the dataset's (dataspec.py)
     channels: int = 1  # frame channels: the dataset's
     betas: tuple[float, ...] = (1.0, 1.0, 1.0)  # KL weight per level (level 0 first): key beta
+    action_size: int = 0  # width of a frame's action vector: the dataset's with use_actions, else 0
 
     @classmethod
     def from_config(cls, config: Config) -> ModelConfig:
-        """The model's keys of a run's config; the frame size and channels from its dataset."""
+        """The model's keys of a run's config; the frame size, channels and action width from its dataset."""
         spec = dataspec.get(config.dataset)
         keys = {f.name: getattr(config, f.name) for f in dataclasses.fields(ModelKeys)}
-        return cls(**keys, frame_size=spec.frame_size, channels=spec.channels, betas=tuple(config.beta_per_level()))
+        actions = len(spec.actions) if config.use_actions else 0
+        return cls(
+            **keys,
+            frame_size=spec.frame_size,
+            channels=spec.channels,
+            betas=tuple(config.beta_per_level()),
+            action_size=actions,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +176,9 @@ class Config(ModelKeys):
     lpips: bool = key(False, "also compute LPIPS (AlexNet) per frame, best sample per video by it", "eval")
     references: bool = key(True, "also score the trivial predictors of references.py (no rollout: cheap)", "eval")
     protocol: str | None = key(None, "'paper' presets the official evaluation (PROTOCOLS); keys given too win", "eval")
+    eval_actions: str = key(
+        "given", "use_actions runs: predict given the videos' true actions (given) or none (zero: all zeros)", "eval"
+    )
 
     # --- derived ---------------------------------------------------------------
     @property
@@ -225,6 +239,8 @@ class Config(ModelKeys):
             f"h{self.cell_deter_size}",
             self.data_source,
         ]
+        if self.use_actions:
+            parts.append("actions")
         return "_".join(parts)
 
     def run_hash(self) -> str:
@@ -270,6 +286,7 @@ OUTPUT_ONLY = frozenset(
         "references",
         "protocol",
         "conv_impl",
+        "eval_actions",
     }
 )
 
@@ -299,6 +316,7 @@ DATA_SOURCES = ("generated", "paper")
 PRECISIONS = ("float32", "bfloat16")
 ADAMS = ("keras", "optax")
 WANDB_MODES = ("online", "offline", "disabled")
+EVAL_ACTIONS = ("given", "zero")  # eval.py: the videos' actions, or none (zeros)
 
 
 def _suggest(key: str) -> str:
@@ -444,6 +462,7 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
         c.wandb_mode is None or c.wandb_mode in WANDB_MODES,
         f"key 'wandb_mode' got {c.wandb_mode!r}; valid: {', '.join(WANDB_MODES)} or null",
     )
+    _check_actions(c)
     for key in (
         "levels",
         "tmp_abs_factor",
@@ -510,6 +529,30 @@ def validate(config: Config, num_devices: int | None = None) -> Config:
             f"key 'batch_size' got {c.batch_size}; must be divisible by the number of devices ({num_devices})",
         )
     return c
+
+
+def _check_actions(c: Config) -> None:
+    """use_actions needs a dataset (and source) with actions; eval_actions is one of EVAL_ACTIONS and other
+    than the default only for a run with actions."""
+    spec = dataspec.get(c.dataset)
+    with_actions = ", ".join(name for name, d in dataspec.DATASETS.items() if d.actions)
+    if c.use_actions and not spec.actions:
+        raise ConfigError(
+            f"key 'use_actions' is true, but dataset '{c.dataset}' ({spec.description}) has no actions; "
+            f"datasets with actions: {with_actions}"
+        )
+    if c.use_actions and c.data_source == "paper" and not spec.archive_actions:
+        raise ConfigError(
+            f"key 'use_actions' is true, but the paper's {spec.archive} archive has no actions; "
+            f"pass --data_source generated (the {c.dataset} stand-in records them)"
+        )
+    if c.eval_actions not in EVAL_ACTIONS:
+        raise ConfigError(f"key 'eval_actions' got {c.eval_actions!r}; valid: {', '.join(EVAL_ACTIONS)}")
+    if c.eval_actions != FIELDS["eval_actions"].default and not c.use_actions:
+        raise ConfigError(
+            f"key 'eval_actions' got {c.eval_actions!r}, but the run has no actions (use_actions is false): "
+            "drop the key"
+        )
 
 
 class ScriptHelp(typing.NamedTuple):

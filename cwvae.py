@@ -36,6 +36,8 @@ class Clock:
     - `repeat`: each step of level l + 1 is the context of the k steps of level l it spans.
     - `keep_mask` (cell_reset_state): below the top, the stochastic sample is reset to zero at
       the first step of every parent tick.
+    - `previous_ticks` (use_actions): each step of level l is conditioned on the actions of the
+      previous tick, summed (the previous action at level 0).
     """
 
     levels: int
@@ -59,6 +61,17 @@ class Clock:
         assert context.shape[1] >= length, f"context of {context.shape[1]} steps for a level of {length}"
         return context[:, :length]
 
+    def previous_ticks(self, actions: jax.Array, level: int) -> jax.Array:
+        """Per-frame actions (B, T, A), actions[:, t] taken after frame t -> what level l's steps are
+        conditioned on (B, ceil(T / k**l), A): at step j the actions of tick j - 1 summed (zeros at j = 0),
+        those that led from the first frame of tick j - 1 to the first frame of tick j. At level 0 that
+        is the previous action, as the RSSM's prior takes it; above, the sum is the tick's net move (the
+        camera's turns add up), as the encoder sums a tick's frame features (`merge`). Step j of level l
+        thus sees only actions taken before its first frame: the action taken after frame t changes no
+        frame up to t."""
+        merged = self.merge(actions, level)
+        return jnp.pad(merged, ((0, 0), (1, 0), (0, 0)))[:, :-1]
+
     def keep_mask(self, level: int, length: int, first_step: int, reset: bool) -> jax.Array:
         """(length, 1, 1): 0 where the previous sample is reset, 1 where it is kept. With `reset`,
         steps t of level l < top with t % k == 0 reset (the top level has no parent)."""
@@ -72,7 +85,8 @@ class Cell(Protocol):
     """What the hierarchy and the loss ask of a level's cell; `CELLS` maps config key `cell_type` to
     a class. A state is any pytree of (B, ...) arrays; a sequence of states stacks them as (B, T, ...).
     Every level gets its own cell of the same type; the context of level l is the output of level
-    l + 1 (zeros at the top), the observation its inputs from the encoder.
+    l + 1 (zeros at the top), followed, with use_actions, by the level's actions (Clock.previous_ticks);
+    the observation is its inputs from the encoder.
 
         __init__(config: ModelConfig, context_size: int, obs_size: int, *, rngs)
         output_size(config) -> int        (class method) width of `output`, the same at every level
@@ -294,7 +308,13 @@ def last_step(states):
 
 
 class CWVAE(nnx.Module):
-    """Encoder, one cell per level (cell_type: CELLS), decoder; the loss and open-loop prediction."""
+    """Encoder, one cell per level (cell_type: CELLS), decoder; the loss and open-loop prediction.
+
+    With use_actions (config.action_size > 0) each level's context also holds the actions of the
+    previous tick (Clock.previous_ticks): the prior steps on the previous action as the RSSM's does, and
+    the posterior, built on the prior's deterministic state, sees it through that state. Actions are
+    (B, T, A), one per frame, actions[:, t] taken after frame t (dataspec.py); a model with actions
+    given None takes zeros (no actions)."""
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
@@ -303,7 +323,10 @@ class CWVAE(nnx.Module):
         self.encoder = Encoder(config, rngs=rngs)
         cell = CELLS[config.cell_type]
         width = cell.output_size(config)  # each level's output: the context of the level below
-        self.cells = nnx.List([cell(config, width, self.encoder.feature_size, rngs=rngs) for _ in range(config.levels)])
+        context = width + config.action_size  # and each level's actions
+        self.cells = nnx.List(
+            [cell(config, context, self.encoder.feature_size, rngs=rngs) for _ in range(config.levels)]
+        )
         self.decoder = Decoder(config, width, rngs=rngs)
 
     def hierarchy(
@@ -313,10 +336,12 @@ class CWVAE(nnx.Module):
         use_obs: tuple[bool, ...] | None = None,
         initial: list | None = None,
         offset: int = 0,
+        actions: list[jax.Array] | None = None,
     ) -> tuple[list, list]:
         """Unroll all levels from the top down. inputs[l] is (B, T_l, F) (zeros are fine where the
         level does not observe); use_obs[l] False makes level l's posterior its prior, and None
-        observes every level (training). Returns priors and posteriors per level (level 0 first)."""
+        observes every level (training); actions[l] (B, T_l, A) each level's actions (`level_actions`),
+        None for a model without. Returns priors and posteriors per level (level 0 first)."""
         use_obs = [True] * self.levels if use_obs is None else use_obs
         b = inputs[0].shape[0]
         priors, posts = [None] * self.levels, [None] * self.levels
@@ -326,6 +351,8 @@ class CWVAE(nnx.Module):
                 context = jnp.zeros((b, length, type(cell).output_size(self.config)))
             else:
                 context = self.clock.repeat(self.cells[level + 1].output(posts[level + 1]), length)
+            if actions is not None:
+                context = jnp.concatenate([context, actions[level]], -1)
             first_step = offset // self.clock.factor**level
             priors[level], posts[level] = cell.unroll(
                 inputs[level] if use_obs[level] else None,
@@ -340,14 +367,32 @@ class CWVAE(nnx.Module):
         """Frames (B, T, H, W, C) -> each level's inputs (B, ceil(T / k**l), F)."""
         return [self.clock.merge(f, level) for level, f in enumerate(self.encoder(obs))]
 
-    def __call__(self, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, list, list]:
-        """Frames (B, T, H, W, C) in [0, 1] -> decoded means (B, T, H, W, C), priors, posteriors."""
-        priors, posts = self.hierarchy(self.encode(obs), key)
+    def level_actions(self, actions: jax.Array | None, batch: int, frames: int) -> list[jax.Array] | None:
+        """Per-frame actions (B, T, A) -> each level's (B, ceil(T / k**l), A) (Clock.previous_ticks); None
+        for a model without actions, and zeros for one with actions given none."""
+        if not self.config.action_size:
+            assert actions is None, f"actions {actions.shape} given to a model without (use_actions false)"
+            return None
+        if actions is None:
+            actions = jnp.zeros((batch, frames, self.config.action_size))
+        want = (batch, frames, self.config.action_size)
+        assert actions.shape == want, f"actions {actions.shape}; expected (B, T, A) = {want}"
+        return [self.clock.previous_ticks(actions, level) for level in range(self.levels)]
+
+    def __call__(
+        self, obs: jax.Array, key: jax.Array, actions: jax.Array | None = None
+    ) -> tuple[jax.Array, list, list]:
+        """Frames (B, T, H, W, C) in [0, 1] (and their actions (B, T, A)) -> decoded means (B, T, H, W, C),
+        priors, posteriors."""
+        conditions = self.level_actions(actions, *obs.shape[:2])
+        priors, posts = self.hierarchy(self.encode(obs), key, actions=conditions)
         return self.decoder(self.cells[0].output(posts[0])), priors, posts
 
-    def loss(self, obs: jax.Array, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def loss(
+        self, obs: jax.Array, key: jax.Array, actions: jax.Array | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Negative ELBO per frame and its named terms (see `elbo_terms`)."""
-        decoded, priors, posts = self(obs, key)
+        decoded, priors, posts = self(obs, key, actions)
         return elbo_terms(self.config, self.cells, obs, decoded, priors, posts)
 
     def decode_chunked(self, states: jax.Array, chunk: int) -> jax.Array:
@@ -366,22 +411,29 @@ class CWVAE(nnx.Module):
         context_frames: int,
         use_obs: tuple[bool, ...] | None = None,
         chunk: int = 100,
+        actions: jax.Array | None = None,
     ) -> jax.Array:
         """Observe the first `context_frames` frames of obs (B, T, H, W, C) at the levels `use_obs`
-        names (level 0 first; None: all), then predict the rest from the priors alone. Returns
-        predicted frame means (B, T - context_frames, H, W, C)."""
+        names (level 0 first; None: all), then predict the rest from the priors alone, given the
+        actions (B, T, A) of all T frames (a model with actions; None: zeros). Returns predicted frame
+        means (B, T - context_frames, H, W, C)."""
         t = obs.shape[1]
         assert 0 < context_frames < t, f"context_frames {context_frames} must be in (0, {t})"
         top = self.clock.factor ** (self.levels - 1)
         assert context_frames % top == 0, f"context_frames {context_frames} must divide by k**(levels-1) = {top}"
         inputs = self.encode(obs[:, :context_frames])
+        conditions = self.level_actions(actions, obs.shape[0], t)
+        seen, ahead = None, None
+        if conditions is not None:  # each level's steps of the context, then those predicted
+            seen = [c[:, : inp.shape[1]] for c, inp in zip(conditions, inputs)]
+            ahead = [c[:, inp.shape[1] :] for c, inp in zip(conditions, inputs)]
         key_ctx, key_pred = jax.random.split(key)
-        _, posts = self.hierarchy(inputs, key_ctx, use_obs)
+        _, posts = self.hierarchy(inputs, key_ctx, use_obs, actions=seen)
         last = [last_step(p) for p in posts]
         totals = self.clock.lengths(t)
         lengths = [total - inp.shape[1] for total, inp in zip(totals, inputs)]
         blank = [jnp.zeros((obs.shape[0], n, inp.shape[-1])) for n, inp in zip(lengths, inputs)]
-        priors, _ = self.hierarchy(blank, key_pred, (False,) * self.levels, last, offset=context_frames)
+        priors, _ = self.hierarchy(blank, key_pred, (False,) * self.levels, last, offset=context_frames, actions=ahead)
         return self.decode_chunked(self.cells[0].output(priors[0]), chunk)
 
 

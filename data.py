@@ -8,7 +8,9 @@ Two sources give the same thing, uint8 videos of shape (T, 64, 64, C):
 - ``generated``: the offline stand-ins of ``generators/``, written once under
   ``<datadir>/generated/<dataset>/``; they depend on fixed seeds, never on the run's seed.
 
-Loaders cut videos into consecutive clips (the remainder dropped), as the paper's code did.
+Loaders cut videos into consecutive clips (the remainder dropped), as the paper's code did. With
+``use_actions`` a batch is the pair (frames, actions), the actions (B, T, A) float32 of those frames
+(dataspec.py: actions[t] is taken after frame t); mmnist has none, nor the mazes archive.
 Training clips are shuffled per epoch with ``config.seed`` and the iterator's state is a small
 JSON dict, so a resumed run continues the exact same stream of batches.
 
@@ -39,11 +41,13 @@ from errors import DataError
 
 
 class Videos:
-    """Random access to the videos of one split; every video has `length` frames."""
+    """Random access to the videos of one split; every video has `length` frames. `getter(source, index)`
+    reads a video's frames; `with_actions(source, index)`, when given, its frames and its actions (T, A)
+    float32 in one read, and its clips then come with their actions."""
 
-    def __init__(self, name: str, split: str, source: Sequence, length: int, getter):
+    def __init__(self, name: str, split: str, source: Sequence, length: int, getter, with_actions=None):
         self.name, self.split, self.length = name, split, length
-        self._source, self._get = source, getter
+        self._source, self._get, self._get_with_actions = source, getter, with_actions
 
     def __len__(self) -> int:
         return len(self._source)
@@ -51,15 +55,30 @@ class Videos:
     def __getitem__(self, index: int) -> np.ndarray:
         return self._get(self._source, index)
 
-    def clip(self, index: int, start: int, seq_len: int) -> np.ndarray:
-        """Frames [start, start + seq_len) of video `index` as a fresh uint8 array."""
-        video = self[index]
+    @property
+    def has_actions(self) -> bool:
+        return self._get_with_actions is not None
+
+    def clip(self, index: int, start: int, seq_len: int) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Frames [start, start + seq_len) of video `index` as a fresh uint8 array; with actions, the
+        pair (frames, their actions as a fresh float32 array)."""
+        if self.has_actions:
+            video, actions = self._get_with_actions(self._source, index)
+        else:
+            video, actions = self[index], None
         if len(video) != self.length:
             raise DataError(
                 f"{self.name} {self.split}: video {index} has {len(video)} frames, the others {self.length}; "
                 "videos of one split must have equal lengths"
             )
-        return np.array(video[start : start + seq_len])
+        if actions is None:
+            return np.array(video[start : start + seq_len])
+        if len(actions) != len(video):
+            raise DataError(
+                f"{self.name} {self.split}: video {index} has {len(video)} frames and {len(actions)} actions; "
+                "expected one action per frame"
+            )
+        return np.array(video[start : start + seq_len]), np.array(actions[start : start + seq_len], np.float32)
 
 
 def _check_config(config: Any, split: str) -> None:
@@ -71,17 +90,63 @@ def _check_config(config: Any, split: str) -> None:
 def check_source(config: Any) -> None:
     """Check, before a model is built or a run folder made, that config's data can be had:
     datadir is a folder (or can be made) that can be written where data is still to be written,
-    and a paper archive is prepared, in the manual folder or reachable. Raises DataError with one line."""
+    a paper archive is prepared, in the manual folder or reachable, and data prepared or generated
+    already has actions when the run asks for them. Raises DataError with one line."""
     _check_config(config, "train")
     datadir = pathlib.Path(config.datadir)
     if datadir.exists() and not datadir.is_dir():
         raise DataError(f"key 'datadir' got '{config.datadir}', which is a file; pass a folder for the datasets")
     if config.data_source == "paper":
-        if not builders.paper_builder(config).is_prepared():
+        builder = builders.paper_builder(config)
+        if not builder.is_prepared():
             _check_writable(datadir, config)
+        _check_prepared_actions(config, builder)
         builders.check_available(config)
-    elif not all(generators.generated_file(config, split).exists() for split in ("train", "test")):
+        return
+    if not all(generators.generated_file(config, split).exists() for split in ("train", "test")):
         _check_writable(generators.generated_dir(config), config)
+    _generated_actions(config, ("train", "test"))
+
+
+def _generated_actions(config: Any, splits: tuple[str, ...]) -> list[pathlib.Path] | None:
+    """The actions files of generated splits when the run asks for actions (else None); splits generated
+    before actions were recorded are a DataError saying how to generate them anew (never done silently:
+    the folder is the user's)."""
+    if not config.use_actions:
+        return None
+    older = [
+        generators.generated_file(config, split)
+        for split in splits
+        if generators.generated_file(config, split).exists() and not generators.actions_file(config, split).exists()
+    ]
+    if older:
+        names = " and ".join(p.name for p in older)
+        raise DataError(
+            f"{names} in {older[0].parent} {'were' if len(older) > 1 else 'was'} generated before actions were "
+            f"recorded; to use actions, delete {'them' if len(older) > 1 else 'it'} (rm {' '.join(map(str, older))}) "
+            "and run the command again: generated anew, with the same frames and their actions"
+        )
+    return [generators.actions_file(config, split) for split in splits]
+
+
+def _check_prepared_actions(config: Any, builder) -> None:
+    """A run asking for actions of a prepared paper archive that cannot give them: prepared before its
+    builder read the archive's actions (a DataError saying how to prepare it again, never done silently),
+    or from an archive whose metadata held none (its first training video has none)."""
+    if not config.use_actions or not builder.is_prepared():
+        return
+    if not builder.has_actions:
+        raise DataError(
+            f"{builder.data_dir} was prepared before the archive's actions were read; to use actions, delete it "
+            f"(rm -r {builder.data_dir}) and prepare it again: "
+            f"python data.py prepare --config configs/{config.dataset}.yml"
+        )
+    first = builder.as_data_source(split="train")[0]
+    if len(first["actions"]) != len(first["video"]):
+        raise DataError(
+            f"{builder.data_dir}: the archive gave no actions for its videos when it was prepared (its "
+            f"{builders.METADATA} held no 'actions' of one action per frame); use_actions needs them"
+        )
 
 
 def _check_writable(folder: pathlib.Path, config: Any) -> None:
@@ -96,31 +161,58 @@ def _check_writable(folder: pathlib.Path, config: Any) -> None:
 
 
 def open_videos(config: Any, split: str) -> Videos:
-    """The videos of one split of config.dataset from config.data_source, preparing them if needed."""
+    """The videos of one split of config.dataset from config.data_source, preparing them if needed; with
+    use_actions, their clips come with their actions."""
     _check_config(config, split)
     if config.data_source == "generated":
         array = np.load(generators.ensure_generated(config, split, config.progress), mmap_mode="r")
-        return Videos(config.dataset, split, array, array.shape[1], lambda a, i: a[i])
+        paths = _generated_actions(config, (split,))
+        if paths is None:
+            return Videos(config.dataset, split, array, array.shape[1], lambda a, i: a[i])
+        path = paths[0]
+        actions = np.load(path, mmap_mode="r")
+        width = len(dataspec.get(config.dataset).actions)
+        if actions.shape != (*array.shape[:2], width):
+            raise DataError(
+                f"{path}: actions of shape {actions.shape}; expected {(*array.shape[:2], width)} for the videos "
+                f"beside it; delete both files and run the command again to generate them anew"
+            )
+        return Videos(config.dataset, split, array, array.shape[1], lambda a, i: a[i], lambda a, i: (a[i], actions[i]))
     builder = builders.prepare_paper(config)
+    _check_prepared_actions(config, builder)
     source = builder.as_data_source(split=split)
     if len(source) == 0:
         raise DataError(f"{builder.data_dir}: split '{split}' of {builder.name} holds no videos")
     length = len(source[0]["video"])
-    return Videos(builder.name, split, source, length, lambda s, i: s[i]["video"])
+    return Videos(
+        builder.name,
+        split,
+        source,
+        length,
+        lambda s, i: s[i]["video"],
+        _video_and_actions if config.use_actions else None,
+    )
+
+
+def _video_and_actions(source: Sequence, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """A prepared archive's video and its actions, decoded from one read of its record."""
+    record = source[index]
+    return record["video"], record["actions"]
 
 
 def describe_source(config: Any) -> str:
     """One line saying which data a run uses, for logs (nothing is ever substituted silently)."""
     _check_config(config, "train")
+    actions = ", with their actions" if config.use_actions else ""
     if config.data_source == "generated":
         kind = dataspec.get(config.dataset).description
         return (
             f"{config.dataset}: generated {kind} ({config.num_gen_train} train / {config.num_gen_test} test videos) "
-            f"at {generators.generated_dir(config)}"
+            f"at {generators.generated_dir(config)}{actions}"
         )
     archive = dataspec.get(config.dataset)
     where = pathlib.Path(config.datadir) / archive.archive
-    return f"{config.dataset}: paper archive {archive.archive} ({archive.url}) prepared at {where}"
+    return f"{config.dataset}: paper archive {archive.archive} ({archive.url}) prepared at {where}{actions}"
 
 
 class _Clips:
@@ -133,7 +225,7 @@ class _Clips:
     def __len__(self) -> int:
         return self.num_videos * self.clips_per_video
 
-    def __getitem__(self, index: int) -> np.ndarray:
+    def __getitem__(self, index: int) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         video, clip = divmod(int(index), self.clips_per_video)
         return self.videos.clip(video, clip * self.seq_len, self.seq_len)
 
@@ -158,7 +250,8 @@ TRAIN_READ_AHEAD = grain.ReadOptions(num_threads=4, prefetch_buffer_size=4)
 def make_train_loader(
     config: Any, process_index: int | None = None, process_count: int | None = None
 ) -> grain.DatasetIterator:
-    """Batches (B, seq_len, 64, 64, C) uint8 of training clips for this process.
+    """Batches (B, seq_len, 64, 64, C) uint8 of training clips for this process (with use_actions, pairs of
+    those and their actions (B, seq_len, A) float32).
 
     Clips are the consecutive seq_len-frame pieces of each training video (the remainder of
     each video dropped), shuffled anew every epoch from config.seed and repeated num_epochs
@@ -208,7 +301,8 @@ def make_eval_loader(
     split: str = "test",
     key: str = "eval_seq_len",
 ) -> grain.IterDataset:
-    """Batches (b, seq_len, 64, 64, C) uint8 of the first seq_len frames of each video, in order.
+    """Batches (b, seq_len, 64, 64, C) uint8 of the first seq_len frames of each video, in order (with
+    use_actions, pairs of those and their actions (b, seq_len, A) float32).
 
     One clip per video, taken from its start; the first `num_videos` videos (all when None);
     the last batch may be smaller. Not sharded: every process sees the same batches.

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -129,12 +130,17 @@ def any_process(flag: bool) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
-def global_batch(local: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:
+def global_batch(local: Any, mesh: jax.sharding.Mesh) -> Any:
     """This process's rows (B / process_count, ...) as its part of the global batch (B, ...),
-    sharded along the mesh's 'data' axis. Process p's rows land on its own devices, so they are
+    sharded along the mesh's 'data' axis; `local` is an array or a tuple of them (frames and their
+    actions), each split alike. Process p's rows land on its own devices, so they are
     rows [p * B / n, (p + 1) * B / n) of the global batch when the mesh lists devices by process
     (jax.make_mesh does). With one process this is jax.device_put(local, P('data'))."""
     sharding = NamedSharding(mesh, P("data"))
-    batch = jax.make_array_from_process_local_data(sharding, local)
-    assert batch.shape[0] == local.shape[0] * jax.process_count(), (batch.shape, local.shape, jax.process_count())
-    return batch
+
+    def one(rows: np.ndarray) -> jax.Array:
+        batch = jax.make_array_from_process_local_data(sharding, rows)
+        assert batch.shape[0] == rows.shape[0] * jax.process_count(), (batch.shape, rows.shape, jax.process_count())
+        return batch
+
+    return jax.tree.map(one, local)

@@ -5,8 +5,9 @@
 Reads the run's config.yml, restores its latest checkpoint (or the one named), observes
 open_loop_ctx frames of each test video and predicts the rest up to eval_seq_len, num_samples
 times. `--use_obs TTF` (one letter per level) chooses which levels observe the context, as in the
-official code. Writes, in a new folder eval_step<N>_<time> inside the experiment folder, the
-official code's files (same names and layout, arrays under the key arr_0):
+official code. A run trained with actions (use_actions) predicts given the test videos' actions,
+or given none (all zeros) with `--eval_actions zero`. Writes, in a new folder eval_step<N>_<time>
+inside the experiment folder, the official code's files (same names and layout, arrays under the key arr_0):
 
     sample<i>_gt/gt_ctx.{npz,png}, gt_pred.{npz,png}       the context and the true future
     sample<i>/random_sample_1.{npz,png}                     a random sample; with num_samples > 1 also
@@ -82,7 +83,9 @@ def evaluate(config: Config, run: runs.RunFolder, step: int | None = None) -> pa
     with runs.EvalFolder.new(run, step) as (out, final):
         log.print(f"evaluating {run.checkpoint(step)} on {data.describe_source(config)} -> {final.path}")
         log.print("compiling the open-loop rollout (the first batch takes a while) ...")
-        summary = write_results(out.path, graphdef, params, loader, config, step, run_name=run.path.name, log=log)
+        summary = write_results(
+            out.path, graphdef, params, loader, config, step, run_name=run.path.name, log=log, videos=videos
+        )
     print(final.table.read_text())  # the results, as a table
     log.print(speed_line(summary["seconds"]))
     with logger.training_run_log(run, config, step_metric="eval/step") as run_log:  # beside the training curves
@@ -90,6 +93,12 @@ def evaluate(config: Config, run: runs.RunFolder, step: int | None = None) -> pa
     log.print(f"results in {final.path}; the scalars also in {run_log.where}")
     return final.path
 
+
+# What an action-conditioned run's prediction was given (key eval_actions), for metrics.md.
+ACTIONS_GIVEN = {
+    "given": "Predicted given the videos' true actions (eval_actions given).",
+    "zero": "Predicted given no actions: all zeros (eval_actions zero).",
+}
 
 FVD_MIN_VIDEOS = 2  # a Gaussian fit to the videos' I3D features needs a covariance
 FVD_STABLE_VIDEOS = 256  # below this FVD depends strongly on the number of videos (usual: 256 to 2048)
@@ -215,10 +224,12 @@ def write_results(
     step: int,
     run_name: str = "",
     log: logger.Logger | None = None,
+    videos: int | None = None,
 ) -> dict[str, Any] | None:
     """Every example's files and the summary, in the evaluation folder `out_dir` (None: compute only,
     in a process other than 0); returns the summary. Each batch is split over all devices of all
-    processes, the parameters replicated. `log`: the progress bar's terminal."""
+    processes, the parameters replicated. `log`: the progress bar's terminal, which counts `videos`
+    (the loader's; None: num_examples) and shows the videos and predicted frames left."""
     folder = runs.EvalFolder(pathlib.Path(out_dir)) if out_dir is not None else None
     log = log or logger.Logger()
     mesh = steps.make_mesh()
@@ -228,7 +239,10 @@ def write_results(
     mean, reference_curves = None, collections.defaultdict(list)  # the trivial predictors' scores, per batch
     if config.references and folder is not None:
         mean = data.mean_frame(config)
-    bar = log.progress(config.progress and folder is not None, config.num_examples, "video", "eval")
+    videos = config.num_examples if videos is None else videos
+    bar = log.progress(config.progress and folder is not None, videos, "video", "eval")
+    if bar is not None:
+        bar.set_postfix_str(left_to_predict(videos, config), refresh=False)
     clock, batches = Stopwatch(), iter(loader)
     writer = BackgroundWriter(clock) if folder is not None else None
     try:
@@ -237,9 +251,9 @@ def write_results(
                 batch = next(batches, None)
             if batch is None:
                 break
-            batch = np.array(batch)  # a copy: the writer thread reads it while the loader fills the next
+            batch, given = given_actions(jax.tree.map(np.array, batch), config)  # copies: the writer thread reads
             with clock("rollout (first batch, with compiling)" if count == 0 else "rollout"):  # with SSIM, PSNR
-                preds, ssim, psnr = run_batch(rollout, params, batch, config, count, NamedSharding(mesh, P("data")))
+                preds, ssim, psnr = run_batch(rollout, params, given, config, count, NamedSharding(mesh, P("data")))
             if writer is not None:
                 with clock("metrics"):
                     extra = extra_metrics(batch, preds, config)
@@ -252,6 +266,7 @@ def write_results(
                     fvd_fake.append(media.to_uint8(preds[:, 0]))
             count += len(batch)
             if bar is not None:
+                bar.set_postfix_str(left_to_predict(videos - count, config), refresh=False)
                 bar.update(len(batch))
         if writer is not None:
             writer.finish()
@@ -271,20 +286,40 @@ def write_results(
     return write_summary(folder, scores.stacked(), config, step, fvd, run_name, clock, predicted, reference_curves)
 
 
-def run_batch(rollout, params, batch: np.ndarray, config: Config, first: int, sharding: NamedSharding):
+def left_to_predict(videos: int, config: Config) -> str:
+    """'3 videos, 8,676 frames left': the frames still to predict, num_samples per video."""
+    frames = videos * config.num_samples * (config.eval_seq_len - config.open_loop_ctx)
+    return f"{videos} video{'s' if videos != 1 else ''}, {frames:,} frames left"
+
+
+def given_actions(batch, config: Config) -> tuple[np.ndarray, Any]:
+    """A loader's batch as (its frames, what the rollout is given: steps.batch_parts): the frames alone,
+    or for a run with actions the frames and their true actions (eval_actions given) or zeros in their
+    place (zero: none given)."""
+    frames, actions = steps.batch_parts(batch)
+    if actions is None:
+        return frames, frames
+    return frames, (frames, actions if config.eval_actions == "given" else np.zeros_like(actions))
+
+
+def run_batch(rollout, params, batch, config: Config, first: int, sharding: NamedSharding):
     """Predictions (b, S, T', H, W, C) and per-frame SSIM and PSNR (b, S, T') for num_samples samples
-    of each video. The b * S rollouts are split over the devices of `sharding` (of every process:
-    each process holds the whole batch and hands its devices their rows), padded with blank videos
-    only to a multiple of their count (a smaller last batch compiles once more); every process gets
-    the whole result back."""
-    b, s = len(batch), config.num_samples
-    videos = np.repeat(batch, s, axis=0)
-    rows = -(-len(videos) // sharding.mesh.size) * sharding.mesh.size
-    if rows > len(videos):
-        videos = np.concatenate([videos, np.zeros((rows - len(videos), *videos.shape[1:]), videos.dtype)])
+    of each video of `batch` (frames, or frames and actions: steps.batch_parts). The b * S rollouts are
+    split over the devices of `sharding` (of every process: each process holds the whole batch and hands
+    its devices their rows), padded with blank videos only to a multiple of their count (a smaller last
+    batch compiles once more); every process gets the whole result back."""
+    b, s = len(steps.batch_parts(batch)[0]), config.num_samples
+    rows = -(-(b * s) // sharding.mesh.size) * sharding.mesh.size
+
+    def repeated(x: np.ndarray) -> np.ndarray:  # each video s times, then blank ones up to `rows`
+        x = np.repeat(x, s, axis=0)
+        return np.concatenate([x, np.zeros((rows - len(x), *x.shape[1:]), x.dtype)]) if rows > len(x) else x
+
+    videos = jax.tree.map(repeated, batch)
     base = steps.stream_key(config.seed or 0, Stream.EVAL)  # video i's sample j: key (base, i * S + j)
     keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(np.arange(first * s, first * s + rows))
-    videos, keys = (_global(x, sharding) for x in (videos, np.asarray(jax.random.key_data(keys))))
+    videos = jax.tree.map(lambda x: _global(x, sharding), videos)
+    keys = _global(np.asarray(jax.random.key_data(keys)), sharding)
     out = rollout(params, videos, jax.random.wrap_key_data(keys, impl=jax.random.key_impl(base)))
     out = multihost_utils.process_allgather(out, tiled=True) if jax.process_count() > 1 else jax.device_get(out)
     pred, ssim, psnr = out
@@ -468,6 +503,7 @@ def _settings(config: Config) -> dict[str, Any]:
         "open_loop_ctx": config.open_loop_ctx,
         "eval_seq_len": config.eval_seq_len,
         "use_obs": config.use_obs or "T" * config.levels,
+        **({"actions": config.eval_actions} if config.use_actions else {}),  # given (the videos') or zero
         "ssim_data_range": config.ssim_data_range,
         "psnr_data_range": tools.PSNR_DATA_RANGE,
         "psnr_cap_db": tools.PSNR_CAP_DB,
@@ -501,6 +537,8 @@ def metrics_table(summary: dict[str, Any], run_name: str = "") -> str:
         + f", PSNR data range {s['psnr_data_range']:g}, capped at {s['psnr_cap_db']:g} {tools.METRICS['psnr'].unit}.",
         "",
     ]
+    if "actions" in s:  # an action-conditioned run
+        lines[2] += f" {ACTIONS_GIVEN[s['actions']]}"
     rows = [[r["metric"], r["frames"], f"{r['mean']:.4f} ± {r['std']:.4f}"] for r in summary["horizons"]]
     if "fvd" in summary:
         note = fvd_note(summary["num_examples"])

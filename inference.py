@@ -5,6 +5,8 @@
     videos = run.test_videos(4)                   # (4, eval_seq_len, 64, 64, C) uint8 test videos
     pred = run.predict(videos[:, :36], horizon=100, seed=0)   # (4, 100, 64, 64, C) float frames
     ssim, psnr = run.metrics(pred, videos[:, 36:136])         # per video and frame: (4, 100) each
+    # a run trained with actions (use_actions) predicts given them: one per frame, context and prediction
+    pred = run.predict(videos[:, :36], 100, actions=run.test_actions(4)[:, :136])
 
 Everything comes from the run's folder: its config.yml (with any key overridden as in eval.py) and
 its newest checkpoint that restores (or the one named). Nothing is written.
@@ -26,6 +28,7 @@ import data
 import dataspec
 import media
 import runs
+import steps
 import tools
 from config import Config
 from errors import UserError
@@ -43,15 +46,31 @@ class Run:
     def test_videos(self, count: int, frames: int | None = None) -> np.ndarray:
         """The first `count` test videos of the run's dataset, `frames` long (default eval_seq_len),
         as uint8 (count, frames, H, W, C); generated or prepared data, as the run was trained on."""
+        return self._test_clips(count, frames)[0]
+
+    def test_actions(self, count: int, frames: int | None = None) -> np.ndarray:
+        """The actions (count, frames, A) float32 of `test_videos(count, frames)`, for a run trained with
+        actions (use_actions): actions[:, t] is taken after frame t (dataspec.py)."""
+        if not self.config.use_actions:
+            raise UserError("test_actions: this run was trained without actions (use_actions false)")
+        return self._test_clips(count, frames)[1]
+
+    def _test_clips(self, count: int, frames: int | None) -> tuple[np.ndarray, np.ndarray | None]:
         frames = frames or self.config.eval_seq_len
         loader = data.make_eval_loader(self.config, frames, count, count)
-        return np.asarray(next(iter(loader)))
+        videos, actions = steps.batch_parts(next(iter(loader)))
+        return np.asarray(videos), None if actions is None else np.asarray(actions)
 
-    def predict(self, context: np.ndarray, horizon: int, seed: int = 0) -> np.ndarray:
+    def predict(
+        self, context: np.ndarray, horizon: int, seed: int = 0, actions: np.ndarray | None = None
+    ) -> np.ndarray:
         """Observe `context` (B, T, H, W, C) frames, uint8 or floats in [0, 1], then predict `horizon`
         frames from the priors alone: (B, horizon, H, W, C) float32 frame means. T must be a
-        multiple of k**(levels-1) (36 for the paper's models); `seed` picks the sample. Arguments
-        that do not fit the run raise errors.UserError, naming the argument and what is valid."""
+        multiple of k**(levels-1) (36 for the paper's models); `seed` picks the sample. A run trained
+        with actions takes `actions` (B, T + horizon, A), one per frame of the context and of the
+        prediction, actions[:, t] taken after frame t (the last one leads past the prediction and is not
+        used); None predicts given none (zeros). Arguments that do not fit the run raise
+        errors.UserError, naming the argument and what is valid."""
         context = self._frames("context", context)
         b, t = context.shape[:2]
         top = self.config.tmp_abs_factor ** (self.config.levels - 1)
@@ -62,11 +81,34 @@ class Run:
             )
         if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise UserError(f"horizon: got {horizon!r}; must be a whole number of frames to predict, at least 1")
+        actions = self._actions(actions, b, t + int(horizon))
         blank = np.zeros((b, int(horizon), *context.shape[2:]), np.float32)  # only its length is read
         obs = np.concatenate([context, blank], axis=1)
         use_obs = tuple(self.config.use_obs_per_level())
         graphdef, params = nnx.split(self.model)
-        return np.asarray(_open_loop(graphdef, t, use_obs)(params, obs, jax.random.key(seed)))
+        return np.asarray(_open_loop(graphdef, t, use_obs)(params, obs, jax.random.key(seed), actions))
+
+    def _actions(self, actions, videos: int, frames: int) -> np.ndarray | None:
+        """`actions` as float32 (videos, frames, A), checked against the run: None for a run without
+        actions, zeros for one with them given none."""
+        width = self.model.config.action_size
+        if actions is None:
+            return np.zeros((videos, frames, width), np.float32) if width else None
+        if not width:
+            raise UserError("actions: this run was trained without actions (use_actions false); pass actions=None")
+        actions = np.asarray(actions)
+        want = (videos, frames, width)
+        if actions.shape != want:
+            raise UserError(
+                f"actions: shape {actions.shape}; expected {want}: one action of {width} numbers "
+                f"({', '.join(dataspec.get(self.config.dataset).actions)}) per frame of the {videos} videos' context "
+                f"and prediction ({frames} frames)"
+            )
+        if not np.issubdtype(actions.dtype, np.number):
+            raise UserError(f"actions: dtype {actions.dtype}; expected numbers (float32, as the dataset's actions)")
+        if not np.all(np.isfinite(actions)):
+            raise UserError("actions: holds NaN or infinite values; expected finite numbers")
+        return actions.astype(np.float32)
 
     def metrics(self, pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-frame SSIM and PSNR (B, T) of predictions against true frames (each uint8 or floats in
@@ -106,11 +148,12 @@ class Run:
 
 @functools.cache
 def _open_loop(graphdef: nnx.GraphDef, context_frames: int, use_obs: tuple[bool, ...]):
-    """The compiled rollout of one model and context length (compiled once per input shape)."""
+    """The compiled rollout of one model and context length (compiled once per input shape), given the
+    actions of a run with actions (None for one without)."""
 
     @jax.jit
-    def rollout(params, obs, key):
-        return nnx.merge(graphdef, params).open_loop(obs, key, context_frames, use_obs)
+    def rollout(params, obs, key, actions):
+        return nnx.merge(graphdef, params).open_loop(obs, key, context_frames, use_obs, actions=actions)
 
     return rollout
 

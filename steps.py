@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import functools
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import optax
@@ -96,6 +96,13 @@ def make_mesh() -> jax.sharding.Mesh:
     return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def batch_parts(batch: Any) -> tuple[Any, Any]:
+    """A loader's batch (data.py) as (frames, actions): frames (B, T, H, W, C) uint8, and for a run with
+    use_actions the pair's second part, actions (B, T, A) float32 (else None). The compiled functions
+    below take either form; a run without actions compiles exactly the program it did before actions."""
+    return batch if isinstance(batch, tuple) else (batch, None)
+
+
 class OptimizerOptions(NamedTuple):
     """The config keys the optimizer reads (hashable, so compiled steps are cached per option)."""
 
@@ -122,15 +129,16 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
 
 @functools.cache
 def train_step(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh, options: OptimizerOptions) -> Callable:
-    """One jit-compiled, pure step (params, opt_state, uint8 batch, key) -> (params, opt_state, metrics):
-    batch sharded along 'data', parameters and optimizer state replicated and donated."""
+    """One jit-compiled, pure step (params, opt_state, batch, key) -> (params, opt_state, metrics): the batch
+    (`batch_parts`) sharded along 'data', parameters and optimizer state replicated and donated."""
     tx = optimizer(options)
 
-    def loss_fn(params, obs, key):
-        return nnx.merge(graphdef, params).loss(obs, key)
+    def loss_fn(params, obs, key, actions):
+        return nnx.merge(graphdef, params).loss(obs, key, actions)
 
     def step(params, opt_state, batch, key):
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, media.to_unit(batch), key)
+        frames, actions = batch_parts(batch)
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, media.to_unit(frames), key, actions)
         updates, opt_state = tx.update(grads, opt_state, params)
         metrics["grad_norm"] = optax.tree.norm(grads)
         return optax.apply_updates(params, updates), opt_state, metrics
@@ -146,11 +154,12 @@ def train_step(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh, options: Optimiz
 
 @functools.cache
 def val_loss(graphdef: nnx.GraphDef) -> Callable:
-    """Jit-compiled loss terms (params, uint8 batch, key) -> metrics, for validation."""
+    """Jit-compiled loss terms (params, batch (`batch_parts`), key) -> metrics, for validation."""
 
     @jax.jit
     def loss(params, batch, key):
-        return nnx.merge(graphdef, params).loss(media.to_unit(batch), key)[1]
+        frames, actions = batch_parts(batch)
+        return nnx.merge(graphdef, params).loss(media.to_unit(frames), key, actions)[1]
 
     return loss
 
@@ -159,15 +168,20 @@ def val_loss(graphdef: nnx.GraphDef) -> Callable:
 def open_loop(
     graphdef: nnx.GraphDef, open_loop_ctx: int, ssim_data_range: float, use_obs: tuple[bool, ...] | None = None
 ) -> Callable:
-    """One compiled function (params, uint8 videos (N, T, ...), keys (N,)) -> predictions
-    (N, T - ctx, H, W, C) and per-frame SSIM and PSNR (N, T - ctx). Each video gets its own
-    key, so a video's sample does not depend on the batch it came in."""
+    """One compiled function (params, videos (N, T, ...) uint8 or with their actions (`batch_parts`), keys
+    (N,)) -> predictions (N, T - ctx, H, W, C) and per-frame SSIM and PSNR (N, T - ctx). Each video gets
+    its own key, so a video's sample does not depend on the batch it came in."""
 
     @jax.jit
     def rollout(params, videos, keys):
         model = nnx.merge(graphdef, params)
-        obs = media.to_unit(videos)
-        pred = jax.vmap(lambda o, k: model.open_loop(o[None], k, open_loop_ctx, use_obs)[0])(obs, keys)
+        frames, actions = batch_parts(videos)
+        obs = media.to_unit(frames)
+
+        def one(o, a, k):  # a video (and its actions) of the batch
+            return model.open_loop(o[None], k, open_loop_ctx, use_obs, actions=None if a is None else a[None])[0]
+
+        pred = jax.vmap(one)(obs, actions, keys)
         target = obs[:, open_loop_ctx:]
         return pred, *tools.frame_metrics(pred, target, ssim_data_range, tools.PSNR_DATA_RANGE)
 

@@ -43,7 +43,9 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--seed", type=int, default=0, help="seed of the random draws [default: 0]")
     parser.add_argument("--dry_run", action="store_true", help="print each trial's folder and command, run none")
     parser.add_argument("--rank_only", action="store_true", help="rank the trials run so far, run none")
-    parser.add_argument("--wandb_mode", choices=WANDB_MODES, default="disabled", help="the trials' wandb")
+    parser.add_argument(
+        "--wandb_mode", choices=WANDB_MODES, default="disabled", help="the trials' wandb [default: disabled]"
+    )
     args = parser.parse_args(argv)
     if args.count is not None and args.count < 1:
         parser.error(f"--count got {args.count}; must be >= 1")

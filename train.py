@@ -180,14 +180,15 @@ def scalars(metrics: dict, prefix: str) -> dict[str, float]:
     return {f"{prefix}/{k}": float(v) for k, v in metrics.items()}
 
 
-def validation_batches(config: Config) -> list[np.ndarray]:
+def validation_batches(config: Config) -> list:
     """The fixed validation set: batch_size * num_val_batches test clips of validation_frames()
-    frames, in sub-batches of at most eval_batch_size videos so that 1000-frame
-    clips fit in memory; every sub-batch has one shape (one compile)."""
+    frames (and their actions: steps.batch_parts), in sub-batches of at most eval_batch_size videos so
+    that 1000-frame clips fit in memory; every sub-batch has one shape (one compile)."""
     sub = min(config.eval_batch_size, config.batch_size)
     count = config.batch_size * config.num_val_batches // sub * sub
     loader = data.make_eval_loader(config, config.validation_frames(), sub, count, key="val_seq_len")
-    return [np.asarray(b) for b in loader if len(b) == sub]
+    batches = [jax.tree.map(np.asarray, b) for b in loader]
+    return [b for b in batches if len(steps.batch_parts(b)[0]) == sub]
 
 
 class Summaries:
@@ -235,7 +236,8 @@ class Summaries:
         for i, batch in enumerate(self.val_batches):
             loss_key, rollout_key = self._keys(step, i)
             metrics = dict(self.val_loss(params, batch, loss_key))
-            pred, ssim, psnr = self.open_loop(params, batch, jax.random.split(rollout_key, len(batch)))
+            videos = len(steps.batch_parts(batch)[0])
+            pred, ssim, psnr = self.open_loop(params, batch, jax.random.split(rollout_key, videos))
             metrics["open_loop_ssim"] = np.mean(ssim)
             metrics["open_loop_psnr"] = np.mean(tools.cap_psnr(psnr))
             for k, v in metrics.items():
@@ -253,7 +255,8 @@ class Summaries:
     def validation_video(self, params, step: int) -> None:
         """The prediction video of the first validation batch alone, drawn as `validation` draws it."""
         batch = self.val_batches[0]
-        pred, _, _ = self.open_loop(params, batch, jax.random.split(self._keys(step, 0)[1], len(batch)))
+        videos = len(steps.batch_parts(batch)[0])
+        pred, _, _ = self.open_loop(params, batch, jax.random.split(self._keys(step, 0)[1], videos))
         self._log_video(batch, pred, "val/open_loop", step)
 
     def _keys(self, step: int, i: int) -> tuple[jax.Array, jax.Array]:
@@ -266,7 +269,8 @@ class Summaries:
         the context)."""
         if self.config.seq_len <= self.config.open_loop_ctx:
             return
-        keys = jax.random.split(steps.stream_key(self.config.seed, Stream.TRAIN_VIDEO, step), len(batch))
+        videos = len(steps.batch_parts(batch)[0])
+        keys = jax.random.split(steps.stream_key(self.config.seed, Stream.TRAIN_VIDEO, step), videos)
         pred, _, _ = self.open_loop(params, batch, keys)
         batch, pred = multihost_utils.process_allgather((batch, pred), tiled=True)  # sharded over processes
         self._log_video(batch, pred, "train/open_loop", step)
@@ -277,7 +281,7 @@ class Summaries:
         if not distributed.is_main():
             return
 
-        video, ctx = np.asarray(batch[0]), self.config.open_loop_ctx
+        video, ctx = np.asarray(steps.batch_parts(batch)[0][0]), self.config.open_loop_ctx
         strip = media.labelled_video(video[ctx:], np.asarray(pred[0]), first_frame=ctx + 1, context=video[:ctx])
         path = runs.RunFolder.of(self.config).video(name, step)
         path.parent.mkdir(parents=True, exist_ok=True)

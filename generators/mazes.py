@@ -1,7 +1,8 @@
 """Maze walks: first-person views of random labmaze mazes from a vectorised numpy raycaster.
 
 A stand-in for the paper's GQN mazes: textured walls of distinct colours, a checkerboard floor,
-a ceiling and fog, and a camera that walks and turns smoothly along shortest paths between random cells.
+a ceiling and fog, and a camera that walks and turns smoothly along shortest paths between random cells;
+its moves (turn, forward) are recorded as actions (`walk_actions`).
 """
 
 from __future__ import annotations
@@ -210,8 +211,23 @@ def render_maze(maze: Maze, positions: np.ndarray, headings: np.ndarray) -> np.n
     return _unpack(np.where((v >= 0) & (v < 1), wall, _background(maze, positions, rays)))
 
 
-def video(num_frames: int, rng: np.random.Generator, split: str = "train") -> np.ndarray:
-    """One (T, 64, 64, 3) walk through a new random maze (the split only chooses the seed)."""
+def walk_actions(positions: np.ndarray, headings: np.ndarray) -> np.ndarray:
+    """(T, 2) float32 actions of a walk from `maze_walk`, the mazes' own moves (dataspec.py): actions[t]
+    moves the camera from frame t to frame t + 1 (the last row, leading out of the walk, is zeros): turn
+    (degrees, > 0 turns the view to the right) and forward (the distance walked, as a share of the full
+    walking speed)."""
+    actions = np.zeros((len(headings), 2), np.float32)
+    actions[:-1, 0] = np.degrees((np.diff(headings) + math.pi) % (2 * math.pi) - math.pi)
+    actions[:-1, 1] = np.hypot(*np.diff(positions, axis=0).T) / _WALK_SPEED
+    return actions
+
+
+def video(
+    num_frames: int, rng: np.random.Generator, split: str = "train", with_actions: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """One (T, 64, 64, 3) walk through a new random maze (the split only chooses the seed); with
+    `with_actions`, also its (T, 2) actions (`walk_actions`, from the same walk: the frames do not change)."""
     maze = random_maze(rng)
     positions, headings = maze_walk(maze.walls, num_frames, rng)
-    return render_maze(maze, positions, headings)
+    frames = render_maze(maze, positions, headings)
+    return (frames, walk_actions(positions, headings)) if with_actions else frames

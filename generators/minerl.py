@@ -13,7 +13,8 @@ leave the view and come back into it: long-range structure a video model has to 
 
 Coordinates: x and z horizontal, y up, one unit per block; block (x, y, z) fills [x, x+1) x [y, y+1)
 x [z, z+1). Yaw 0 looks along +x and grows toward +z (to the right); pitch > 0 looks up.
-Everything is deterministic from the numpy Generator passed in.
+Everything is deterministic from the numpy Generator passed in. The walk's actions (forward, jump, the
+camera's turns) are recorded in MineRL Navigate's layout (`walk_actions`) without another draw.
 """
 
 from __future__ import annotations
@@ -294,6 +295,15 @@ def walk(world: World, num_frames: int, rng: np.random.Generator) -> tuple[np.nd
     """A first-person walk: eye positions (T, 3) (x, y, z, with x and z in [0, WORLD_XZ)), yaw (T,)
     and pitch (T,). Walks forward mostly, turns smoothly, steers around water, trees and cliffs, and
     stays near its start so it sees places again."""
+    positions, yaw, pitch, _ = walk_with_keys(world, num_frames, rng)
+    return positions, yaw, pitch
+
+
+def walk_with_keys(
+    world: World, num_frames: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`walk`'s positions, yaw and pitch (the same draws, so the same walk), and (T,) bool: whether the
+    walker held its forward key on the way to frame t (False while it stands still on purpose)."""
     trunks = (world.blocks == TRUNK).any(1)
     ok, height = standable(world) & ~_near(trunks, 1), world.height
     start = _start(ok, height, rng)
@@ -302,13 +312,14 @@ def walk(world: World, num_frames: int, rng: np.random.Generator) -> tuple[np.nd
     yaw, omega, speed, eye = rng.uniform(-np.pi, np.pi), 0.0, SPEED, height[start] + EYE
     state = {"avoid": 0, "wander": 0.0, "blocked": False}
     stop = 0
-    out = np.zeros((num_frames, 4))
+    out, forward = np.zeros((num_frames, 4)), np.zeros(num_frames, bool)
     for t in range(num_frames):
         target = _steer(ok, height, x, z, yaw, home, state, rng)
         omega = np.clip(omega + np.clip(target - omega, -MAX_TURN_ACCEL, MAX_TURN_ACCEL), -MAX_TURN, MAX_TURN)
         yaw += omega
         stop = stop - 1 if stop > 0 else (int(rng.integers(10, 30)) if rng.random() < 0.006 else 0)
         speed += 0.3 * ((0.0 if stop else SPEED) - speed)
+        forward[t] = not stop
         nx, nz = x + speed * np.cos(yaw), z + speed * np.sin(yaw)
         eye = _eye_height(ok, height, x, z, nx, nz, eye)
         state["blocked"] = not _can_step(ok, height, x, z, nx, nz)
@@ -318,7 +329,7 @@ def walk(world: World, num_frames: int, rng: np.random.Generator) -> tuple[np.nd
         eye = float(np.clip(eye, ground + EYE, ground + EYE + 1.3))
         out[t] = x, eye, z, yaw
     positions = np.stack([out[:, 0] % WORLD_XZ, out[:, 1], out[:, 2] % WORLD_XZ], 1)
-    return positions, out[:, 3], _pitch(num_frames, rng)
+    return positions, out[:, 3], _pitch(num_frames, rng), forward
 
 
 def _eye_height(ok: np.ndarray, height: np.ndarray, x: float, z: float, nx: float, nz: float, eye: float) -> float:
@@ -506,13 +517,35 @@ def render(
     return (frames, kinds) if return_kinds else frames
 
 
-def minerl_video(num_frames: int, rng: np.random.Generator) -> np.ndarray:
-    """One (T, 64, 64, 3) uint8 walk through a new random world."""
+def walk_actions(positions: np.ndarray, yaw: np.ndarray, pitch: np.ndarray, forward: np.ndarray) -> np.ndarray:
+    """(T, 11) float32 actions in MineRL Navigate's layout (dataspec.MINERL_ACTIONS) of a walk from
+    `walk_with_keys`: actions[t] moves the camera from frame t to frame t + 1 (the last row, leading out
+    of the walk, is zeros). camera_yaw and camera_pitch are the changes of the rendered yaw and pitch in
+    degrees (MineRL's pitch grows looking down, ours looking up: the sign flips), forward the walker's
+    forward key, jump 1 while its eye rises onto a higher block; the keys it never uses stay 0."""
+    field = {name: i for i, name in enumerate(dataspec.MINERL_ACTIONS)}
+    actions = np.zeros((len(yaw), len(field)), np.float32)
+    actions[:-1, field["camera_pitch"]] = -np.degrees(np.diff(pitch))
+    actions[:-1, field["camera_yaw"]] = np.degrees(np.diff(yaw))
+    actions[:-1, field["forward"]] = forward[1:]
+    actions[:-1, field["jump"]] = np.diff(positions[:, 1]) > 1e-9
+    return actions
+
+
+def minerl_video(
+    num_frames: int, rng: np.random.Generator, with_actions: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """One (T, 64, 64, 3) uint8 walk through a new random world; `with_actions`: and its (T, 11) actions
+    (`walk_actions`), recorded from the same walk (the frames do not change)."""
     world = random_world(rng)
-    positions, yaw, pitch = walk(world, num_frames, rng)
-    return render(world, positions, yaw, pitch)
+    positions, yaw, pitch, forward = walk_with_keys(world, num_frames, rng)
+    frames = render(world, positions, yaw, pitch)
+    return (frames, walk_actions(positions, yaw, pitch, forward)) if with_actions else frames
 
 
-def video(num_frames: int, rng: np.random.Generator, split: str = "train") -> np.ndarray:
-    """The generators' interface: one (T, 64, 64, 3) walk (the split only chooses the seed)."""
-    return minerl_video(num_frames, rng)
+def video(
+    num_frames: int, rng: np.random.Generator, split: str = "train", with_actions: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The generators' interface: one (T, 64, 64, 3) walk (the split only chooses the seed), with its
+    actions when `with_actions`."""
+    return minerl_video(num_frames, rng, with_actions)

@@ -53,6 +53,20 @@ def test_paper_configs_hold_paper_values():
         (["--eval_videos", "-1"], "key 'eval_videos' got -1; must be >= 0"),
         (["--use_obs", "TT"], "key 'use_obs' got 'TT'; expected 3 letters T or F"),
         (["--dataset", "kth"], "key 'dataset' got 'kth'; valid: mmnist, mazes, minerl"),
+        (
+            ["--use_actions", "true"],
+            "key 'use_actions' is true, but dataset 'mmnist' (Moving MNIST) has no actions; datasets with actions: "
+            "mazes, minerl",
+        ),
+        (
+            ["--dataset", "mazes", "--data_source", "paper", "--use_actions", "true"],
+            "key 'use_actions' is true, but the paper's gqn_mazes archive has no actions; pass --data_source generated",
+        ),
+        (["--dataset", "mazes", "--use_actions", "--eval_actions", "none"], "key 'eval_actions' got 'none'; valid: "),
+        (
+            ["--eval_actions", "zero"],
+            "key 'eval_actions' got 'zero', but the run has no actions (use_actions is false)",
+        ),
     ],
 )
 def test_validation_errors_name_key_and_value(argv, message):

@@ -1,6 +1,7 @@
 """Tests of data.py: generators, the TF-free tfds builders on small local archives, the loaders."""
 
 import dataclasses
+import hashlib
 import json
 import pathlib
 import socket
@@ -302,3 +303,168 @@ def test_eval_loader_rejects_short_videos(fake_mmnist):
 def test_import_does_not_load_tensorflow():
     code = "import sys, data, train, eval, bench; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+# --- actions ----------------------------------------------------------------------------------
+
+
+def add_metadata(path: pathlib.Path, folders: dict, counts: dict, frames: dict, width: int, top: str = "") -> None:
+    """The archive's metadata.json in each split folder of the zip at `path`: per video file, its actions,
+    where action t of video i is (i, t, 0, ...)."""
+    with zipfile.ZipFile(path, "a") as zf:
+        for split, folder in folders.items():
+            metadata = {
+                f"{i:04d}.mp4": {"actions": [[i, t] + [0] * (width - 2) for t in range(frames[split])], "angle": [0]}
+                for i in range(counts[split])
+            }
+            zf.writestr(f"{top}{folder}/{builders.METADATA}", json.dumps(metadata))
+
+
+def test_builder_reads_the_actions_of_the_minerl_archive_from_its_metadata(tmp_path, no_network):
+    archive = dataspec.get("minerl")
+    cfg = Cfg(dataset="minerl", data_source="paper", datadir=str(tmp_path / "d"), use_actions=True, seq_len=6)
+    builders.manual_dir(cfg).mkdir(parents=True)
+    path = builders.manual_dir(cfg) / f"{archive.archive}.zip"
+    counts, frames = {"train": 2, "test": 1}, {"train": 6, "test": 8}
+    written = write_archive(path, archive.folders, counts, frames, 3)
+    add_metadata(path, archive.folders, counts, frames, len(archive.actions))
+    data.check_source(cfg)
+    builder = builders.prepare_paper(cfg)
+    assert builder.version == builders.ACTIONS_VERSION and builder.has_actions
+    for split in ("train", "test"):
+        source = builder.as_data_source(split=split)
+        for record in (source[i] for i in range(len(source))):
+            actions, i = record["actions"], int(record["actions"][0, 0])  # the video it belongs to
+            assert actions.shape == (frames[split], 11) and actions.dtype == np.float32
+            np.testing.assert_array_equal(actions[:, 1], np.arange(frames[split]))
+            assert np.abs(record["video"].astype(float) - written[split][i]).mean() < 4.0  # beside its own video
+    batch_frames, batch_actions = next(data.make_train_loader(dataclasses.replace(cfg, batch_size=2), 0, 1))
+    assert batch_frames.shape == (2, 6, 64, 64, 3) and batch_actions.shape == (2, 6, 11)
+
+
+def test_an_archive_without_actions_still_prepares_and_refuses_a_run_asking_for_them(tmp_path, no_network, capsys):
+    archive = dataspec.get("minerl")
+    cfg = Cfg(dataset="minerl", data_source="paper", datadir=str(tmp_path / "d"))
+    builders.manual_dir(cfg).mkdir(parents=True)
+    path = builders.manual_dir(cfg) / f"{archive.archive}.zip"
+    write_archive(path, archive.folders, {"train": 1, "test": 1}, {"train": 6, "test": 6}, 3)  # no metadata.json
+    record = builders.prepare_paper(cfg).as_data_source(split="train")[0]
+    assert record["video"].shape == (6, 64, 64, 3) and record["actions"].shape == (0, 11)
+    assert "1 of 1 videos in 'minerl_navigate/train' without actions (no metadata.json" in capsys.readouterr().out
+    with pytest.raises(data.DataError) as e:
+        data.check_source(dataclasses.replace(cfg, use_actions=True))
+    assert str(e.value).endswith("held no 'actions' of one action per frame); use_actions needs them")
+
+
+def test_an_archive_prepared_before_its_actions_were_read_stays_in_use_and_refuses_actions(tmp_path, no_network):
+    import tensorflow_datasets as tfds
+
+    archive = dataspec.get("minerl")
+    cfg = Cfg(dataset="minerl", data_source="paper", datadir=str(tmp_path / "d"))
+    builders.manual_dir(cfg).mkdir(parents=True)
+    write_archive(
+        builders.manual_dir(cfg) / f"{archive.archive}.zip",
+        archive.folders,
+        {"train": 1, "test": 1},
+        {"train": 6, "test": 6},
+        3,
+    )
+    # The builder as it was before it read actions: version 1.0.0, the video alone (tfds prepares no older version).
+    body = {"name": archive.archive, "ARCHIVE": dataclasses.replace(archive, archive_actions=False)}
+    before = type("MinerlNavigate", (builders._VideoZipBuilder,), body, skip_registration=True)
+    old = before(data_dir=cfg.datadir, file_format="array_record")
+    old.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(builders.manual_dir(cfg))))
+    builder = builders.paper_builder(cfg)
+    assert (str(builder.version), builder.has_actions, builder.data_dir) == ("1.0.0", False, old.data_dir)  # kept
+    assert next(iter(data.make_eval_loader(cfg, seq_len=6, batch_size=1))).shape == (1, 6, 64, 64, 3)
+    with pytest.raises(data.DataError) as e:
+        data.check_source(dataclasses.replace(cfg, use_actions=True))
+    message = str(e.value)
+    assert "\n" not in message and "prepared before the archive's actions were read" in message
+    assert f"rm -r {old.data_dir}" in message and "python data.py prepare --config configs/minerl.yml" in message
+    assert builders.paper_builder(cfg).data_dir == old.data_dir  # nothing was prepared over it
+
+
+@pytest.fixture
+def fake_mazes(tmp_path):
+    """Six 'generated' maze videos of 25 frames and their actions: pixel (0, 0) and action field 0 hold
+    10 * video + frame."""
+    cfg = Cfg(dataset="mazes", datadir=str(tmp_path), num_gen_test=6)
+    videos = np.zeros((6, 25, 64, 64, 3), np.uint8)
+    videos[:, :, 0, 0, 0] = 10 * np.arange(6)[:, None] + np.arange(25)[None]
+    actions = np.zeros((6, 25, 2), np.float32)
+    actions[..., 0] = videos[:, :, 0, 0, 0]
+    for split in ("train", "test"):
+        path = generators.generated_file(cfg, split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, videos)
+        np.save(generators.actions_file(cfg, split), actions)
+    return cfg
+
+
+def test_loaders_yield_each_clip_with_its_actions_only_when_asked(fake_mazes):
+    frames_only = next(data.make_train_loader(fake_mazes, 0, 1))
+    assert isinstance(frames_only, np.ndarray) and frames_only.shape == (4, 10, 64, 64, 3)
+    cfg = dataclasses.replace(fake_mazes, use_actions=True)
+    for frames, actions in [next(data.make_train_loader(cfg, 0, 1)), next(iter(data.make_eval_loader(cfg, 20, 3)))]:
+        assert actions.dtype == np.float32 and actions.shape == (*frames.shape[:2], 2)
+        np.testing.assert_array_equal(actions[..., 0], ids(frames))  # each frame with its own action
+    assert "with their actions" in data.describe_source(cfg)
+
+
+def test_data_generated_before_actions_were_recorded_is_refused_in_one_line_and_kept(fake_mazes):
+    cfg = dataclasses.replace(fake_mazes, use_actions=True)
+    train, test = (generators.generated_file(cfg, split) for split in ("train", "test"))
+    for split in ("train", "test"):
+        generators.actions_file(cfg, split).unlink()
+    stamps = [p.stat().st_mtime_ns for p in (train, test)]
+    with pytest.raises(data.DataError) as e:
+        data.check_source(cfg)
+    assert str(e.value) == (
+        f"{train.name} and {test.name} in {train.parent} were generated before actions were recorded; to use "
+        f"actions, delete them (rm {train} {test}) and run the command again: generated anew, with the same "
+        "frames and their actions"
+    )
+    with pytest.raises(data.DataError) as e:
+        data.open_videos(cfg, "test")
+    assert str(e.value).startswith(f"{test.name} in {test.parent} was generated before actions were recorded")
+    assert f"delete it (rm {test})" in str(e.value)
+    assert [p.stat().st_mtime_ns for p in (train, test)] == stamps  # kept, and usable without actions
+    assert data.open_videos(fake_mazes, "test").length == 25
+
+
+def test_a_generated_split_records_its_actions_beside_its_frames(tmp_path):
+    cfg = Cfg(dataset="mazes", datadir=str(tmp_path), num_gen_test=2)
+    generators.ensure_generated(cfg, "test", progress=False)
+    frames, actions = generators.generate("mazes", 2, 300, generators.GEN_SEEDS["test"], "test", with_actions=True)
+    np.testing.assert_array_equal(np.load(generators.generated_file(cfg, "test")), frames)
+    np.testing.assert_array_equal(np.load(generators.actions_file(cfg, "test")), actions)
+    assert not list(tmp_path.rglob("*.tmp*"))
+
+
+# sha256 (first 16 hex digits) of generators.generate(dataset, 2, 30, seed=1) as the code before actions were
+# recorded made them (generators/ of commit f100482, on a 2-core AMD EPYC): recording actions changes no frame.
+FRAMES_BEFORE_ACTIONS = {"minerl": "1b757056c42c944a", "mazes": "be0c04f83b33cb7c"}
+
+
+@pytest.mark.parametrize("dataset", ["minerl", "mazes"])
+def test_recording_actions_changes_no_generated_frame(dataset):
+    frames, actions = generators.generate(dataset, 2, 30, seed=1, with_actions=True)
+    assert hashlib.sha256(frames.tobytes()).hexdigest()[:16] == FRAMES_BEFORE_ACTIONS[dataset]
+    np.testing.assert_array_equal(frames, generators.generate(dataset, 2, 30, seed=1))
+    assert actions.shape == (2, 30, len(dataspec.get(dataset).actions))
+
+
+def test_maze_actions_integrate_to_the_walk_that_was_rendered():
+    from generators import mazes
+
+    rng = np.random.default_rng([2, 0])
+    maze = mazes.random_maze(rng)
+    positions, headings = mazes.maze_walk(maze.walls, 60, rng)
+    frames, actions = mazes.video(60, np.random.default_rng([2, 0]), "test", with_actions=True)
+    np.testing.assert_array_equal(frames, mazes.render_maze(maze, positions, headings))
+    turned = headings[0] + np.cumsum(np.radians(actions[:-1, 0], dtype=np.float64))
+    np.testing.assert_allclose(np.angle(np.exp(1j * (turned - headings[1:]))), 0, atol=1e-5)
+    walked = np.hypot(*np.diff(positions, axis=0).T)
+    np.testing.assert_allclose(actions[:-1, 1] * mazes._WALK_SPEED, walked, rtol=1e-6, atol=1e-7)
+    assert np.abs(actions[:, 0]).max() > 1 and not actions[-1].any()  # it turns; the last leads out of the video

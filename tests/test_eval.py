@@ -311,3 +311,39 @@ def test_the_held_last_frame_reference_scores_as_scikit_image_does(trained):
     _, off = run_eval(trained, "--num_examples", "1", "--eval_videos", "0", "--references", "false")
     assert "references" not in json.loads((off / "metrics.json").read_text())
     assert "last_context" not in (off / "curves.csv").read_text()
+
+
+def test_the_progress_bar_counts_the_videos_evaluated_and_the_frames_left(tiny, tmp_path, monkeypatch):
+    """Asked for more videos than the test split has, the bar counts the videos evaluated and shows the
+    videos and predicted frames (every sample's) left after each batch."""
+    import logger
+
+    config = tiny(num_examples=5, num_samples=2, progress=True, references=False, no_save_grid=True, eval_videos=0)
+    config = cfg_lib.apply(config, {"ssim_data_range": 1.0}, "test")  # only the rollout's SSIM: no extra compile
+    frames = config.eval_seq_len - config.open_loop_ctx
+
+    def fake_run_batch(rollout, params, batch, config, first, sharding):
+        shape = (len(batch), 2, frames)
+        return np.zeros((*shape, 64, 64, 1), np.float32), np.ones(shape), np.full(shape, 20.0)
+
+    class Bar:
+        def __init__(self, total):
+            self.total, self.n, self.shown = total, 0, []
+
+        def set_postfix_str(self, text, refresh=True):
+            self.shown.append((self.n, text))
+
+        def update(self, n):
+            self.n += n
+
+        def close(self):
+            pass
+
+    bars, log = [], logger.Logger()
+    log.progress = lambda show, total, *args, **kw: bars.append(Bar(total)) or bars[-1]
+    monkeypatch.setattr(eval_lib, "run_batch", fake_run_batch)
+    videos = np.zeros((3, config.eval_seq_len, 64, 64, 1), np.uint8)
+    eval_lib.write_results(tmp_path, None, None, [videos[:2], videos[2:]], config, 1, log=log, videos=3)
+    assert bars[0].total == 3 and bars[0].n == 3
+    left = [(0, f"3 videos, {3 * 2 * frames:,} frames left"), (0, f"1 video, {2 * frames} frames left")]
+    assert bars[0].shown == [*left, (2, "0 videos, 0 frames left")]

@@ -81,3 +81,12 @@ def test_metrics_refuses_prediction_and_truth_of_different_shapes(trained):
         run.metrics(pred, videos[:, 8:13])
     with pytest.raises(UserError, match=r"^truth: float values in \[0, 255\]"):
         run.metrics(pred, videos[:, 8:12].astype(np.float32))
+
+
+def test_a_run_without_actions_refuses_them_in_one_line(trained):
+    run = inference.load(trained)
+    with pytest.raises(UserError) as info:
+        run.predict(run.test_videos(2)[:, :8], horizon=4, actions=np.zeros((2, 12, 2)))
+    assert str(info.value) == "actions: this run was trained without actions (use_actions false); pass actions=None"
+    with pytest.raises(UserError, match=r"^test_actions: this run was trained without actions \(use_actions false\)$"):
+        run.test_actions(2)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import dataspec
 from generators import minerl
 
 
@@ -80,3 +81,21 @@ def test_sky_terrain_and_trees_appear():
         seen |= {k for k in np.unique(kinds) if (kinds == k).mean() > 0.002}
     assert {minerl.AIR, minerl.GRASS, minerl.WATER} <= seen
     assert seen & {minerl.TRUNK, minerl.LEAVES}
+
+
+def test_recorded_actions_integrate_to_the_rendered_headings():
+    rng = np.random.default_rng([3, 0])
+    world = minerl.random_world(rng)
+    positions, yaw, pitch, _ = minerl.walk_with_keys(world, 100, rng)
+    frames, actions = minerl.video(100, np.random.default_rng([3, 0]), "test", with_actions=True)
+    np.testing.assert_array_equal(frames, minerl.render(world, positions, yaw, pitch))  # these headings were rendered
+    field = {name: i for i, name in enumerate(dataspec.MINERL_ACTIONS)}
+    assert actions.shape == (100, 11) and actions.dtype == np.float32
+    turned = yaw[0] + np.cumsum(np.radians(actions[:-1, field["camera_yaw"]], dtype=np.float64))
+    np.testing.assert_allclose(turned, yaw[1:], rtol=0, atol=1e-5)
+    looked = pitch[0] - np.cumsum(np.radians(actions[:-1, field["camera_pitch"]], dtype=np.float64))  # > 0: down
+    np.testing.assert_allclose(looked, pitch[1:], rtol=0, atol=1e-5)
+    assert np.count_nonzero(actions[:, field["camera_yaw"]]) > 10  # it turns
+    assert set(np.unique(actions[:, field["forward"]])) <= {0.0, 1.0} and actions[:, field["forward"]].mean() > 0.5
+    unused = [field[k] for k in ("attack", "back", "left", "place", "right", "sneak", "sprint")]
+    assert not actions[:, unused].any() and not actions[-1].any()  # the last action leads out of the video

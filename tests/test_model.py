@@ -293,6 +293,33 @@ def test_open_loop_ignores_frames_after_context(tiny):
     np.testing.assert_array_equal(a, b)
 
 
+def test_each_step_is_conditioned_on_the_summed_actions_of_the_previous_tick():
+    clock = cwvae.Clock(3, 2)
+    actions = jnp.arange(1.0, 6.0)[None, :, None]  # frames 0..4 take actions 1..5
+    np.testing.assert_array_equal(clock.previous_ticks(actions, 0)[0, :, 0], [0, 1, 2, 3, 4])  # the previous one
+    np.testing.assert_array_equal(clock.previous_ticks(actions, 1)[0, :, 0], [0, 1 + 2, 3 + 4])
+    np.testing.assert_array_equal(clock.previous_ticks(actions, 2)[0, :, 0], [0, 1 + 2 + 3 + 4])
+
+
+@pytest.mark.parametrize("taken_after", [7, 13, 15])  # after the last context frame, mid-tick, a tick's last
+def test_a_future_action_changes_the_prediction_after_its_frame_and_not_before(tiny, taken_after):
+    c = tiny(dataset="mazes", use_actions=True)  # 2 levels, k = 4, 8 context frames of 24
+    model = with_random_biases(make_model(c))
+    obs = video(c, b=1, t=c.eval_seq_len)
+    actions = jax.random.normal(jax.random.key(2), (1, c.eval_seq_len, 2))
+    changed = actions.at[:, taken_after].add(5.0)
+    a, b = (model.open_loop(obs, jax.random.key(0), c.open_loop_ctx, actions=x) for x in (actions, changed))
+    frames = c.open_loop_ctx + np.arange(a.shape[1])  # the video frame of each prediction
+    np.testing.assert_array_equal(a[:, frames <= taken_after], b[:, frames <= taken_after])
+    assert np.all(np.abs(np.asarray(a - b)).max(axis=(0, 2, 3, 4))[frames > taken_after] > 0)
+
+
+def test_actions_widen_each_level_prior_input_and_nothing_else():
+    c = cfg_lib.parse(["--config", str(ROOT / "configs/minerl.yml"), "--use_actions", "true"])
+    with_actions = cwvae.count_params(nnx.eval_shape(lambda: make_model(c)))
+    assert with_actions == 34_396_627 + c.levels * 11 * c.cell_embed_size  # prior_h1: 11 more inputs per level
+
+
 @pytest.mark.parametrize("name, official", [("mmnist", 12_466_817), ("mazes", 12_470_147), ("minerl", 34_396_627)])
 def test_parameter_counts_match_the_official_model(name, official):
     c = cfg_lib.parse(["--config", str(ROOT / f"configs/{name}.yml")])

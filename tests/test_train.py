@@ -256,3 +256,22 @@ def test_a_run_that_cannot_start_makes_no_run_folder(tmp_path, monkeypatch, case
         train.train(config)
     assert f"key '{key}' got" in str(refused.value) and "\n" not in str(refused.value), str(refused.value)
     assert not (tmp_path / "logs").exists(), sorted(str(p) for p in (tmp_path / "logs").rglob("*"))
+
+
+def test_the_pace_counts_from_the_resumed_step_and_leaves_out_the_compiling_step(tiny, tmp_path, monkeypatch):
+    """The log line's steps/s and time left to the last step: over the steps this process ran after its
+    first (which compiles), so that a run resumed at step 100 of 200 reports its own pace."""
+    import types
+
+    lines, written, clock = [], {}, {"now": 0.0}
+    log = types.SimpleNamespace(print=lines.append, write=lambda values, step: written.update({step: values}))
+    monkeypatch.setattr(train.time, "time", lambda: clock["now"])
+    tracker = train.Metrics(tiny(save_scalars_every=5), tmp_path, log, None, start=100, total=200)
+    for step in range(101, 112):  # put(step) comes when step - 1 has ended: step 101 at 1060 s (60 s compiling)
+        clock["now"] = 1060.0 + 2.0 * (step - 102)  # then 2 s a step
+        tracker.put(step, {"loss": 1.0, "nll_term": 1.0, "kl_term": 0.0})
+    assert lines == [
+        "step 105: loss 1.00 nll 1.00 kl 0.000 (0.50 steps/s, 0:03:10 left to step 200)",
+        "step 110: loss 1.00 nll 1.00 kl 0.000 (0.50 steps/s, 0:03:00 left to step 200)",
+    ]
+    assert written[105]["train/steps_per_sec"] == written[110]["train/steps_per_sec"] == 0.5
