@@ -183,8 +183,9 @@ def scalars(metrics: dict, prefix: str) -> dict[str, float]:
 def validation_batches(config: Config) -> list:
     """The fixed validation set: batch_size * num_val_batches test clips of validation_frames()
     frames (and their actions: steps.batch_parts), in sub-batches of at most eval_batch_size videos so
-    that 1000-frame clips fit in memory; every sub-batch has one shape (one compile)."""
-    sub = min(config.eval_batch_size, config.batch_size)
+    that 1000-frame clips fit in memory; every sub-batch has one shape (one compile). A test split
+    smaller than a sub-batch is validated whole, in one smaller sub-batch."""
+    sub = min(config.eval_batch_size, config.batch_size, len(data.open_videos(config, "test")))
     count = config.batch_size * config.num_val_batches // sub * sub
     loader = data.make_eval_loader(config, config.validation_frames(), sub, count, key="val_seq_len")
     batches = [jax.tree.map(np.asarray, b) for b in loader]

@@ -275,3 +275,14 @@ def test_the_pace_counts_from_the_resumed_step_and_leaves_out_the_compiling_step
         "step 110: loss 1.00 nll 1.00 kl 0.000 (0.50 steps/s, 0:03:00 left to step 200)",
     ]
     assert written[105]["train/steps_per_sec"] == written[110]["train/steps_per_sec"] == 0.5
+
+
+def test_a_test_split_smaller_than_a_validation_batch_still_validates(tiny):
+    """One test video and validation sub-batches of 2: validation runs on the one video (it once found
+    no full sub-batch and stopped with KeyError 'val/loss' at the first validation)."""
+    c = tiny(max_steps=5, num_gen_test=1, num_gen_train=2)
+    batches = train.validation_batches(c)
+    assert [len(steps.batch_parts(b)[0]) for b in batches] == [1]
+    result = train.train(c)
+    lines = (result.exp_dir / "metrics.jsonl").read_text().splitlines()
+    assert any('"val/loss"' in line for line in lines)
