@@ -17,6 +17,9 @@ evaluation still gets a row (the training columns). Writes into --out (default
                              trivial predictors' curves (references.py) as grey reference lines
     training.png             each run's train and validation loss and validation open-loop SSIM and
                              PSNR from its metrics.jsonl, against the step (or --x hours)
+    checkpoints.md, .png     the learning curve, when a run folder has evaluations of several
+                             checkpoints made alike (same settings and N): each one's mean per horizon
+                             (frames 1-100, ...) against its step, beside the trivial predictors
 
 Runs evaluated with different settings (context frames, SSIM data range, ...) are still
 compared, with a note naming the difference. An action-conditioned run evaluated given its actions
@@ -82,6 +85,7 @@ class RunResult:
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)  # (mean, std)
     skipped: str | None = None  # which lines of metrics.jsonl did not read (a line cut by a killed run)
     history: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)  # metrics.jsonl by step
+    checkpoints: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)  # step: metrics.json (below)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -188,7 +192,30 @@ def load(folder: str | pathlib.Path, label: str | None = None) -> RunResult:
     if eval_dir is not None:
         result.summary = _read_summary(eval_dir)
         result.curves = read_curves(eval_dir, _predicted_frames(result.summary))
+        result.checkpoints = {result.summary["step"]: result.summary}
+        if eval_dir != path:  # a run folder: its other checkpoints' evaluations, for the learning curve
+            result.checkpoints = same_protocol_evaluations(run_dir, result.summary)
     return result
+
+
+def _protocol(summary: dict[str, Any]) -> tuple:
+    s = summary.get("settings", {})
+    return (*(repr(s.get(k)) for k in (*SETTINGS_COMPARED, "actions")), summary.get("num_examples"))
+
+
+def same_protocol_evaluations(run_dir: pathlib.Path, chosen: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """{checkpoint step: metrics.json} of the run's complete evaluations made like `chosen` (the same
+    settings and number of videos), the newest of each step: one point each on the learning curve.
+    Evaluations that do not read are left out here (the chosen one was read strictly)."""
+    found = {}
+    for folder in runs.RunFolder(run_dir).evaluations():
+        try:
+            summary = _read_summary(folder)
+        except CompareError:
+            continue
+        if _protocol(summary) == _protocol(chosen) and _horizons(summary):
+            found[summary["step"]] = summary
+    return dict(sorted(found.items()))
 
 
 def default_labels(folders: Sequence[str | pathlib.Path]) -> list[str]:
@@ -406,6 +433,77 @@ def plot_training(path: pathlib.Path, results: Sequence[RunResult], x_axis: str 
         fig.savefig(tmp, format="png")
 
 
+def _horizons(summary: dict[str, Any]) -> dict[tuple[str, str], float]:
+    """{(metric, frames): mean} of an evaluation's per-horizon rows (metrics.json 'horizons')."""
+    rows = summary.get("horizons")
+    rows = rows if isinstance(rows, list) else []
+    return {
+        (h["metric"], h["frames"]): h["mean"]
+        for h in rows
+        if isinstance(h, dict) and {"metric", "frames", "mean"} <= h.keys()
+    }
+
+
+def _reference_horizons(run: RunResult) -> dict[str, dict[tuple[str, str], float]]:
+    """{predictor title: {(metric, frames): mean}} of the run's newest evaluation (empty if it scored none)."""
+    refs = (run.summary or {}).get("references") or {}
+    return {r.get("title", name): _horizons(r) for name, r in refs.items() if isinstance(r, dict)}
+
+
+def learning_curve_table(results: Sequence[RunResult]) -> str:
+    """checkpoints.md: each run's evaluations by checkpoint step, one column per metric and horizon,
+    then the trivial predictors' rows (from the first run that scored them: they depend only on the
+    test videos); a model value above every reference (below, for lower-is-better metrics) is bold."""
+    columns = list(dict.fromkeys(k for r in results for s in r.checkpoints.values() for k in _horizons(s)))
+    refs = next((x for r in results if (x := _reference_horizons(r))), {})
+
+    def beats(key: tuple[str, str], v: float) -> bool:
+        others = [h[key] for h in refs.values() if key in h]
+        higher = tools.METRICS[key[0]].higher_is_better if key[0] in tools.METRICS else True
+        return bool(others) and all(v > o if higher else v < o for o in others)
+
+    head = "| run | checkpoint step | " + " | ".join(f"{m} {f}" for m, f in columns) + " |"
+    lines = [head, "|---" * (len(columns) + 2) + "|"]
+    for r in results:
+        for step, summary in r.checkpoints.items():
+            h = _horizons(summary)
+            cells = [("**{:.4f}**" if beats(k, h[k]) else "{:.4f}").format(h[k]) if k in h else "" for k in columns]
+            lines.append(f"| {r.label} | {step} | " + " | ".join(cells) + " |")
+    for title, h in refs.items():
+        lines.append(f"| reference: {title} | | " + " | ".join(f"{h[k]:.4f}" if k in h else "" for k in columns) + " |")
+    return "\n".join(lines) + "\n\nBold: above every reference (below, for a lower-is-better metric).\n"
+
+
+def plot_learning_curve(path: pathlib.Path, results: Sequence[RunResult]) -> None:
+    """checkpoints.png: each run's mean score per horizon against the checkpoint step it evaluated, one
+    panel per metric (rows) and horizon (columns), the trivial predictors as labelled grey lines."""
+    keys = list(dict.fromkeys(k for r in results for s in r.checkpoints.values() for k in _horizons(s)))
+    metrics, horizons = list(dict.fromkeys(m for m, _ in keys)), list(dict.fromkeys(f for _, f in keys))
+    refs = next((x for r in results if (x := _reference_horizons(r))), {})
+    fig = Figure(figsize=(3.2 * len(horizons) + 1, 2.8 * len(metrics) + 0.8), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.asarray(fig.subplots(len(metrics), len(horizons), squeeze=False))
+    colors = {id(r): f"C{i % 10}" for i, r in enumerate(results)}
+    for (i, metric), (j, frames) in itertools.product(enumerate(metrics), enumerate(horizons)):
+        ax = axes[i, j]
+        for run in results:
+            points = [(step, _horizons(s).get((metric, frames))) for step, s in run.checkpoints.items()]
+            points = [(x, y) for x, y in points if y is not None]
+            if points:
+                ax.plot(*zip(*points), color=colors[id(run)], marker="o", ms=3, lw=1.3, label=run.label)
+        for (title, h), style in zip(refs.items(), itertools.cycle(REFERENCE_STYLES)):
+            if (metric, frames) in h:
+                ax.axhline(h[(metric, frames)], color="0.45", lw=1.1, ls=style, label=f"reference: {title}")
+        name = tools.METRICS[metric].axis_label if metric in tools.METRICS else metric
+        ax.set_title(f"{name}, predicted frames {frames}", fontsize=9)
+        ax.set_xlabel("checkpoint step")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=3, frameon=False)
+    with media.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
 def _plot_title(name: str, plotted: Sequence[RunResult]) -> str:
     """What a curve is: the mean over test videos of one sample per video, or of each video's best."""
     samples = {(r.summary or {}).get("num_samples") for r in plotted}
@@ -447,6 +545,10 @@ def compare(
         if any(r.history for r in results):
             written.append(out / "training.png")
             plot_training(written[-1], results, x_axis)
+        if any(len(r.checkpoints) > 1 for r in results):  # a run evaluated at several checkpoints
+            written += [out / "checkpoints.md", out / "checkpoints.png"]
+            media.write_text(written[-2], learning_curve_table(results))
+            plot_learning_curve(written[-1], results)
     except OSError as e:
         raise CompareError(f"cannot write the comparison into '{out}': {e.strerror or e}") from None
     return results, written

@@ -232,3 +232,31 @@ def test_training_curves_come_from_metrics_jsonl_against_step_or_hours(tmp_path,
     assert list(loss_step[0].get_xdata()) == [5, 10, 15] and list(loss_step[0].get_ydata()) == [3.0, 2.5, 2.0]
     assert list(loss_hours[0].get_xdata()) == [0.0, 0.0, 0.0]  # every line was written at time 1.0
     assert drawn[0].axes[1].get_lines()[0].get_ydata()[0] == 0.5  # val/open_loop_ssim at step 10
+
+
+def test_a_run_evaluated_at_several_checkpoints_gets_its_learning_curve(tmp_path):
+    def horizons(ssim):
+        return [{"metric": "ssim", "frames": "1-8", "mean": ssim}, {"metric": "psnr", "frames": "1-8", "mean": 9.0}]
+
+    run = write_run(tmp_path, "a", [3.0])
+    evals = [  # (name, step, ssim, N): step 10 twice (the newer counts); step 3 with other N (left out)
+        ("eval_step5_20260101-000000", 5, 0.5, 4),
+        ("eval_step10_20260101-000000", 10, 0.7, 4),
+        ("eval_step10_20260102-000000", 10, 0.8, 4),
+        ("eval_step3_20260101-000000", 3, 0.9, 8),
+    ]
+    for name, step, ssim, n in evals:
+        folder = write_eval(run, name, step, ssim, n=n)
+        summary = json.loads((folder / "metrics.json").read_text())
+        summary["horizons"] = horizons(ssim)
+        summary["references"] = {"black": {"title": "all-black frame", "horizons": horizons(0.75)}}
+        (folder / "metrics.json").write_text(json.dumps(summary))
+    results, written = compare.compare([run], tmp_path / "out")
+    assert list(results[0].checkpoints) == [5, 10]
+    assert [p.name for p in written[-2:]] == ["checkpoints.md", "checkpoints.png"]
+    table = (tmp_path / "out" / "checkpoints.md").read_text()
+    assert "| a | 5 | 0.5000 | 9.0000 |" in table and "| a | 10 | **0.8000** | 9.0000 |" in table
+    assert "| reference: all-black frame | | 0.7500 | 9.0000 |" in table
+    assert iio.imread(written[-1]).shape[0] > 100
+    _, written = compare.compare([run / "eval_step5_20260101-000000"], tmp_path / "one")  # one evaluation
+    assert "checkpoints.png" not in [p.name for p in written]
