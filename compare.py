@@ -17,9 +17,9 @@ evaluation still gets a row (the training columns). Writes into --out (default
                              trivial predictors' curves (references.py) as grey reference lines
     training.png             each run's train and validation loss and validation open-loop SSIM and
                              PSNR from its metrics.jsonl, against the step (or --x hours)
-    checkpoints.md, .png     the learning curve, when a run folder has evaluations of several
-                             checkpoints made alike (same settings and N): each one's mean per horizon
-                             (frames 1-100, ...) against its step, beside the trivial predictors
+    checkpoints.md, .png     the learning curve, when a run has evaluations of several checkpoints
+                             made like the one compared (same settings and N): each one's mean per
+                             horizon (frames 1-100, ...) against its step, beside the trivial predictors
 
 Runs evaluated with different settings (context frames, SSIM data range, ...) are still
 compared, with a note naming the difference. An action-conditioned run evaluated given its actions
@@ -192,9 +192,7 @@ def load(folder: str | pathlib.Path, label: str | None = None) -> RunResult:
     if eval_dir is not None:
         result.summary = _read_summary(eval_dir)
         result.curves = read_curves(eval_dir, _predicted_frames(result.summary))
-        result.checkpoints = {result.summary["step"]: result.summary}
-        if eval_dir != path:  # a run folder: its other checkpoints' evaluations, for the learning curve
-            result.checkpoints = same_protocol_evaluations(run_dir, result.summary)
+        result.checkpoints = same_protocol_evaluations(run_dir, result.summary)  # for the learning curve
     return result
 
 
@@ -205,7 +203,8 @@ def _protocol(summary: dict[str, Any]) -> tuple:
 
 def same_protocol_evaluations(run_dir: pathlib.Path, chosen: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """{checkpoint step: metrics.json} of the run's complete evaluations made like `chosen` (the same
-    settings and number of videos), the newest of each step: one point each on the learning curve.
+    settings and number of videos), the newest of each step (`chosen` at its own step): one point each
+    on the learning curve.
     Evaluations that do not read are left out here (the chosen one was read strictly)."""
     found = {}
     for folder in runs.RunFolder(run_dir).evaluations():
@@ -215,7 +214,7 @@ def same_protocol_evaluations(run_dir: pathlib.Path, chosen: dict[str, Any]) -> 
             continue
         if _protocol(summary) == _protocol(chosen) and _horizons(summary):
             found[summary["step"]] = summary
-    return dict(sorted(found.items()))
+    return dict(sorted((found | {chosen["step"]: chosen}).items()))
 
 
 def default_labels(folders: Sequence[str | pathlib.Path]) -> list[str]:

@@ -258,5 +258,7 @@ def test_a_run_evaluated_at_several_checkpoints_gets_its_learning_curve(tmp_path
     assert "| a | 5 | 0.5000 | 9.0000 |" in table and "| a | 10 | **0.8000** | 9.0000 |" in table
     assert "| reference: all-black frame | | 0.7500 | 9.0000 |" in table
     assert iio.imread(written[-1]).shape[0] > 100
-    _, written = compare.compare([run / "eval_step5_20260101-000000"], tmp_path / "one")  # one evaluation
-    assert "checkpoints.png" not in [p.name for p in written]
+    results, _ = compare.compare([run / "eval_step10_20260101-000000"], tmp_path / "older")  # this one at 10
+    assert results[0].checkpoints[10]["horizons"][0]["mean"] == 0.7 and list(results[0].checkpoints) == [5, 10]
+    results, written = compare.compare([run / "eval_step3_20260101-000000"], tmp_path / "one")  # alone with N=8
+    assert list(results[0].checkpoints) == [3] and "checkpoints.png" not in [p.name for p in written]
