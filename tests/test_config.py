@@ -219,3 +219,20 @@ def test_seed_is_drawn_once_and_run_name_excludes_it():
     c = cfg_lib.resolve_seed(cfg_lib.Config())
     assert isinstance(c.seed, int)
     assert c.run_name_prefix() == cfg_lib.Config(seed=1).run_name_prefix()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yml")), ids=lambda p: p.name)
+def test_every_shipped_config_parses_as_train_py_reads_it(path):
+    import yaml
+
+    c = cfg_lib.parse(["--config", str(path)], script="train.py")
+    written = yaml.safe_load(path.read_text())
+    assert {k: getattr(c, k) for k in written} == written  # every key known, every value taken as written
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("sweep_*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_sweep_plans_trials_whose_keys_train_py_accepts(path):
+    import sweeps
+
+    trials = sweeps.plan(sweeps.load(path), 0, None, "python")
+    assert trials and all(t.folder.parts[0] == "logs" for t in trials)
