@@ -421,7 +421,10 @@ def plot_training(path: pathlib.Path, results: Sequence[RunResult], x_axis: str 
                 if points:
                     xs = [p[0] if x_axis == "step" else (p[2] - start) / 3600 for p in points]
                     label = f"{run.label}: {key}" if len(keys) > 1 else run.label
-                    ax.plot(xs, [p[1] for p in points], color=colors[id(run)], ls=style, lw=1.3, label=label)
+                    marker = "o" if len(points) == 1 else None  # a line of one point draws nothing
+                    ax.plot(
+                        xs, [p[1] for p in points], color=colors[id(run)], ls=style, lw=1.3, marker=marker, label=label
+                    )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(X_AXES[x_axis])
         ax.set_ylabel(ylabel)

@@ -232,6 +232,8 @@ def test_training_curves_come_from_metrics_jsonl_against_step_or_hours(tmp_path,
     assert list(loss_step[0].get_xdata()) == [5, 10, 15] and list(loss_step[0].get_ydata()) == [3.0, 2.5, 2.0]
     assert list(loss_hours[0].get_xdata()) == [0.0, 0.0, 0.0]  # every line was written at time 1.0
     assert drawn[0].axes[1].get_lines()[0].get_ydata()[0] == 0.5  # val/open_loop_ssim at step 10
+    assert drawn[0].axes[1].get_lines()[0].get_marker() == "o"  # its only point: a line alone would not show
+    assert loss_step[0].get_marker() in ("None", None, "")  # three points: a plain line
 
 
 def test_a_run_evaluated_at_several_checkpoints_gets_its_learning_curve(tmp_path):
