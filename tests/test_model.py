@@ -301,14 +301,28 @@ def test_each_step_is_conditioned_on_the_summed_actions_of_the_previous_tick():
     np.testing.assert_array_equal(clock.previous_ticks(actions, 2)[0, :, 0], [0, 1 + 2 + 3 + 4])
 
 
-@pytest.mark.parametrize("taken_after", [7, 13, 15])  # after the last context frame, mid-tick, a tick's last
-def test_a_future_action_changes_the_prediction_after_its_frame_and_not_before(tiny, taken_after):
-    c = tiny(dataset="mazes", use_actions=True)  # 2 levels, k = 4, 8 context frames of 24
-    model = with_random_biases(make_model(c))
+@pytest.fixture(scope="module")
+def action_rollout(tmp_path_factory):
+    """A tiny action-conditioned model (random biases) and its open loop, compiled once, on one video of
+    24 frames (8 context) given `actions`; with the prediction given the baseline actions."""
+    from conftest import tiny_args
+
+    c = cfg_lib.parse(tiny_args(tmp_path_factory.mktemp("a"), dataset="mazes", use_actions=True))  # 2 levels, k = 4
+    graphdef, state = nnx.split(with_random_biases(make_model(c)))
     obs = video(c, b=1, t=c.eval_seq_len)
+
+    @jax.jit
+    def rollout(actions):
+        return nnx.merge(graphdef, state).open_loop(obs, jax.random.key(0), c.open_loop_ctx, actions=actions)
+
     actions = jax.random.normal(jax.random.key(2), (1, c.eval_seq_len, 2))
-    changed = actions.at[:, taken_after].add(5.0)
-    a, b = (model.open_loop(obs, jax.random.key(0), c.open_loop_ctx, actions=x) for x in (actions, changed))
+    return c, rollout, actions, rollout(actions)
+
+
+@pytest.mark.parametrize("taken_after", [7, 13, 15])  # after the last context frame, mid-tick, a tick's last
+def test_a_future_action_changes_the_prediction_after_its_frame_and_not_before(action_rollout, taken_after):
+    c, rollout, actions, a = action_rollout
+    b = rollout(actions.at[:, taken_after].add(5.0))
     frames = c.open_loop_ctx + np.arange(a.shape[1])  # the video frame of each prediction
     np.testing.assert_array_equal(a[:, frames <= taken_after], b[:, frames <= taken_after])
     assert np.all(np.abs(np.asarray(a - b)).max(axis=(0, 2, 3, 4))[frames > taken_after] > 0)
