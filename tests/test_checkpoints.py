@@ -39,7 +39,7 @@ def test_eval_reads_a_run_that_saves_every_step(tiny, tmp_path):
         while not (folder / "checkpoints").is_dir() or not runs.RunFolder(folder).complete_steps():
             assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.2)
-        while proc.poll() is None or evaluations < 3:
+        while evaluations < 3:  # while it trains and saves (40 steps outlast three evaluations)
             config, run, step = runs.load_run_config(["--logdir", str(folder), "--num_examples", "1"])
             eval_lib.evaluate(config, run, step)
             evaluations += 1
