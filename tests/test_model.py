@@ -96,16 +96,21 @@ def test_hierarchy_lengths_and_shapes_mmnist_sized_clock(tiny):
 )
 def test_shapes_and_finite_loss(tiny, overrides):
     c = tiny(**overrides)
-    model = with_random_biases(make_model(c))
-    obs = video(c)
-    decoded, priors, posts = model(obs, jax.random.key(0))
+    graphdef, state = nnx.split(with_random_biases(make_model(c)))
+    obs, key = video(c), jax.random.key(0)
+
+    @jax.jit  # one program for the three calls (op by op, each would compile its scans anew)
+    def run(state, obs, long):
+        model = nnx.merge(graphdef, state)
+        open_loop = model.open_loop(long, key, c.open_loop_ctx, tuple(c.use_obs_per_level()))
+        return model(obs, key), model.loss(obs, key), open_loop
+
+    (decoded, priors, posts), (loss, metrics), pred = run(state, obs, video(c, t=c.eval_seq_len))
     assert decoded.shape == obs.shape
     assert len(priors) == len(posts) == c.levels
-    loss, metrics = model.loss(obs, jax.random.key(0))
     assert np.isfinite(float(loss))
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert {f"kl/level{lv}" for lv in range(c.levels)} <= set(metrics)
-    pred = model.open_loop(video(c, t=c.eval_seq_len), jax.random.key(0), c.open_loop_ctx, tuple(c.use_obs_per_level()))
     assert pred.shape == (2, c.eval_seq_len - c.open_loop_ctx, *frame_shape(c))
     assert np.all(np.isfinite(np.asarray(pred)))
 
