@@ -1,6 +1,6 @@
 # make demo:  a fresh venv, then a 300-step demo of the paper's mmnist model (batch 8) on generated Moving MNIST.
 # make train: the same venv, then the paper's full mmnist run (6,000 steps at batch 50: 7-22 h on 2 CPU cores).
-# make test:  the same venv, then lint and the whole test suite (tiny configs; target under 15 min on 2 CPU cores, 16.7 min on 2026-12-06).
+# make test:  the same venv, then lint and the whole test suite (tiny configs; 10.8 min on 2 CPU cores on 2026-12-06, target under 15).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -31,7 +31,7 @@ train: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests  # a test file per worker, one per core
 
 bench: setup
 	$(BIN)/python bench.py $(ARGS)
