@@ -452,12 +452,18 @@ def _reference_horizons(run: RunResult) -> dict[str, dict[tuple[str, str], float
     return {r.get("title", name): _horizons(r) for name, r in refs.items() if isinstance(r, dict)}
 
 
+def _learning_curve_keys(results: Sequence[RunResult]) -> tuple[list[tuple[str, str]], dict]:
+    """The (metric, frames) horizons of every run's checkpoint evaluations, in order of appearance, and the
+    trivial predictors' horizons from the first run that scored them (they depend only on the test videos)."""
+    keys = list(dict.fromkeys(k for r in results for s in r.checkpoints.values() for k in _horizons(s)))
+    return keys, next((x for r in results if (x := _reference_horizons(r))), {})
+
+
 def learning_curve_table(results: Sequence[RunResult]) -> str:
     """checkpoints.md: each run's evaluations by checkpoint step, one column per metric and horizon,
     then the trivial predictors' rows (from the first run that scored them: they depend only on the
     test videos); a model value above every reference (below, for lower-is-better metrics) is bold."""
-    columns = list(dict.fromkeys(k for r in results for s in r.checkpoints.values() for k in _horizons(s)))
-    refs = next((x for r in results if (x := _reference_horizons(r))), {})
+    columns, refs = _learning_curve_keys(results)
 
     def beats(key: tuple[str, str], v: float) -> bool:
         others = [h[key] for h in refs.values() if key in h]
@@ -479,9 +485,8 @@ def learning_curve_table(results: Sequence[RunResult]) -> str:
 def plot_learning_curve(path: pathlib.Path, results: Sequence[RunResult]) -> None:
     """checkpoints.png: each run's mean score per horizon against the checkpoint step it evaluated, one
     panel per metric (rows) and horizon (columns), the trivial predictors as labelled grey lines."""
-    keys = list(dict.fromkeys(k for r in results for s in r.checkpoints.values() for k in _horizons(s)))
+    keys, refs = _learning_curve_keys(results)
     metrics, horizons = list(dict.fromkeys(m for m, _ in keys)), list(dict.fromkeys(f for _, f in keys))
-    refs = next((x for r in results if (x := _reference_horizons(r))), {})
     fig = Figure(figsize=(3.2 * len(horizons) + 1, 2.8 * len(metrics) + 0.8), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     axes = np.asarray(fig.subplots(len(metrics), len(horizons), squeeze=False))
